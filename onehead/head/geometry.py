@@ -1,0 +1,55 @@
+"""Small mesh helpers shared by the head model and its generator (numpy and torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def vertex_normals_np(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals of one mesh, (V, 3)."""
+    tri = vertices[faces]
+    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals = np.zeros_like(vertices)
+    for k in range(3):
+        np.add.at(normals, faces[:, k], face_n)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals, batched: (B, V, 3) -> (B, V, 3)."""
+    tri = vertices[:, faces]  # (B, F, 3, 3)
+    face_n = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+    normals = torch.zeros_like(vertices)
+    for k in range(3):
+        normals.index_add_(1, faces[:, k], face_n)
+    return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+
+
+def barycentric_points(vertices: torch.Tensor, faces: torch.Tensor, face_idx: torch.Tensor,
+                       bary: torch.Tensor) -> torch.Tensor:
+    """Points on a batched mesh given per-point faces and barycentric weights.
+
+    vertices (B, V, 3); face_idx (L,) or (B, L); bary (L, 3) or (B, L, 3) -> (B, L, 3).
+    """
+    batch = vertices.shape[0]
+    if face_idx.dim() == 1:
+        face_idx = face_idx.expand(batch, -1)
+    if bary.dim() == 2:
+        bary = bary.expand(batch, -1, -1)
+    corner_ids = faces[face_idx]  # (B, L, 3)
+    corners = torch.gather(vertices, 1, corner_ids.reshape(batch, -1, 1).expand(-1, -1, 3))
+    corners = corners.reshape(batch, -1, 3, 3)
+    return (corners * bary.unsqueeze(-1)).sum(dim=2)
+
+
+def directed_edges_balanced(faces: np.ndarray) -> bool:
+    """True when every edge is used exactly twice, once in each direction.
+
+    That is the test for a closed, consistently oriented (watertight) surface.
+    """
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    forward = {tuple(e) for e in edges.tolist()}
+    if len(forward) != len(edges):
+        return False  # some directed edge is used twice
+    return all((b, a) in forward for a, b in forward)
