@@ -28,7 +28,7 @@ from scipy.interpolate import PchipInterpolator
 from onehead.head.flame_format import NUM_YAW_BINS, FlameData
 from onehead.head.geometry import vertex_normals_np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 NUM_SHAPE = 300
 NUM_EXPRESSION = 100
 EXPRESSION_NAMES = (
@@ -64,7 +64,7 @@ _KEY_ROWS = np.array([
     [-0.112, 0.036, -0.125, -0.047, 0.056, 6],  # 14 throat
     [-0.190, 0.036, -0.190, -0.046, 0.058, 0],  # 15 neck bottom ring
 ])
-EYE_ROW_KEY, MOUTH_ROW_KEY = 5, 9
+EYE_ROW_KEY, MOUTH_ROW_KEY, CHIN_BOTTOM_KEY = 5, 9, 12
 NUM_COLUMNS = 100
 EYE_X = (0.018, 0.046)  # inner and outer eye corner, |x|
 MOUTH_HALF_WIDTH = 0.025
@@ -744,8 +744,15 @@ def _contour_table(mesh: _Mesh) -> tuple[np.ndarray, np.ndarray]:
     angle = np.degrees(np.arctan2(rel[:, 0], -rel[:, 1]))  # 0 = straight down, +90 = subject's left
     below_eyes = p[:, 1] < eye_y - 0.002
     in_front_of_ears = p[:, 2] > -0.012
-    not_neck = p[:, 1] > -0.112
-    valid = below_eyes & in_front_of_ears & not_neck
+    row_params, _, _ = _row_parameters()
+    chin_bottom_row = int(np.argmin(np.abs(row_params - CHIN_BOTTOM_KEY)))
+    row_of = np.zeros(mesh.num_surface, np.int64)
+    for r, ids in enumerate(mesh.grid):
+        row_of[ids] = r
+    for (r, _), vid in mesh.lower.items():
+        row_of[vid] = r
+    row_of[mesh.num_surface - 1] = len(mesh.grid) - 1  # the neck-cap centre
+    valid = below_eyes & in_front_of_ears & (row_of[surface] <= chin_bottom_row)
     sector_angles = np.linspace(-95, 95, 17)  # iBUG 0 (subject's right, -x) ... 16
     half_width = (sector_angles[1] - sector_angles[0]) * 0.75
     surface_faces = np.where((f < mesh.num_surface).all(1))[0]
