@@ -36,13 +36,10 @@ __all__ = [
     "IBUG68_FLIP",
     "IBUG_RIGHT_EYE",
     "IBUG_LEFT_EYE",
-    "NUM_MESH_POINTS",
     "interocular_distance",
     "FaceLandmarks",
     "LandmarkDetector",
 ]
-
-NUM_MESH_POINTS = 478
 
 # fmt: off
 #: Face-mesh vertex for each iBUG-68 landmark, in iBUG order. "Right" is the
@@ -87,7 +84,9 @@ IBUG68_FLIP: tuple[int, ...] = (
 IBUG_RIGHT_EYE = range(36, 42)
 IBUG_LEFT_EYE = range(42, 48)
 
-_DETECT_LONG_SIDE = 1024  # image mode: face detection runs at most at this size
+_DETECT_PX = 640  # image mode: face detection runs on images (or tiles) this large
+_MIN_TILE = 256  # image mode: smallest tile (input pixels) searched for faces
+_MESH_LONG_SIDE = 1024  # image mode: whole-image face mesh fallback size
 _CROP_SIZE = 512  # image mode: face crop size fed to the face mesh
 _CROP_MARGIN = 2.0  # image mode: crop side / face box side
 _VIDEO_LONG_SIDE = 1280  # video mode: larger frames are downscaled first
@@ -251,10 +250,12 @@ class LandmarkDetector:
     """MediaPipe face-mesh landmarks, in the pixels of the input image.
 
     Args:
-        mode: "image" for independent photos (a face anywhere in a large image
-            is found: face detection on a downscaled copy, then the face mesh
-            on a square crop around the face); "video" for consecutive frames
-            of one clip (MediaPipe tracks the face between frames; faster).
+        mode: "image" for independent photos: the largest face is found
+            anywhere in the image, however large (face detection on a
+            downscaled copy, then on tiles if needed), and the face mesh runs
+            on a square crop around it. "video" for consecutive frames of one
+            clip: MediaPipe tracks the face between frames (fast; frames with
+            a long side over 1280 px are downscaled first).
         refine_landmarks: 478 points with irises (else 468).
         min_detection_confidence: face detection threshold.
 
@@ -343,19 +344,51 @@ class LandmarkDetector:
             if pts is not None:
                 return _make_landmarks(pts, score)
         # The detector can miss faces the mesh still finds: whole image, downscaled.
-        pts = _mesh_points(self._mesh, _downscaled(image, _DETECT_LONG_SIDE))
+        pts = _mesh_points(self._mesh, _downscaled(image, _MESH_LONG_SIDE))
         return None if pts is None else _make_landmarks(pts, 1.0)
 
     def _face_boxes(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Face boxes (x0, y0, x1, y1 in input pixels) and scores, largest first."""
-        view = _downscaled(image, _DETECT_LONG_SIDE)
-        detections = self._detector.process(view.image).detections or []
+        """Face boxes (x0, y0, x1, y1 in input pixels) and scores, largest first.
+
+        The whole image is searched first; when nothing is found, overlapping
+        tiles half as large, and so on, so that small faces in large images
+        are found too (the detector sees a 192-pixel copy of what it is given).
+        """
+        side = float(max(image.shape[:2]))
+        while True:
+            boxes = self._boxes_in_tiles(image, int(round(side)))
+            if boxes:
+                boxes.sort(key=lambda b: (b[0][2] - b[0][0]) * (b[0][3] - b[0][1]), reverse=True)
+                return boxes
+            side /= 2
+            if side < _MIN_TILE:
+                return []
+
+    def _boxes_in_tiles(self, image: np.ndarray, side: int) -> list[tuple[np.ndarray, float]]:
+        """Face detection on square tiles of `side` input pixels (25% overlap)."""
         h, w = image.shape[:2]
+        view = _downscaled(image, round(_DETECT_PX * max(h, w) / side))
+        sx, sy = view.scale
+        tile = max(1, round(side * max(sx, sy)))
         boxes = []
-        for det in detections:
-            rb = det.location_data.relative_bounding_box
-            if rb.width > 0 and rb.height > 0:
-                box = np.array([rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h])
-                boxes.append((box, float(det.score[0]) if det.score else 1.0))
-        boxes.sort(key=lambda b: (b[0][2] - b[0][0]) * (b[0][3] - b[0][1]), reverse=True)
+        for ty in _tile_starts(view.image.shape[0], tile):
+            for tx in _tile_starts(view.image.shape[1], tile):
+                part = np.ascontiguousarray(view.image[ty : ty + tile, tx : tx + tile])
+                ph, pw = part.shape[:2]
+                for det in self._detector.process(part).detections or []:
+                    rb = det.location_data.relative_bounding_box
+                    if rb.width <= 0 or rb.height <= 0:
+                        continue
+                    x0, y0 = tx + rb.xmin * pw, ty + rb.ymin * ph
+                    x1, y1 = x0 + rb.width * pw, y0 + rb.height * ph
+                    box = np.array([x0 / sx, y0 / sy, x1 / sx, y1 / sy])
+                    boxes.append((box, float(det.score[0]) if det.score else 1.0))
         return boxes
+
+
+def _tile_starts(n: int, tile: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering `n` pixels with >= 25% overlap."""
+    if n <= tile:
+        return [0]
+    stride = max(1, (3 * tile) // 4)
+    return list(range(0, n - tile, stride)) + [n - tile]

@@ -1,0 +1,130 @@
+"""The `onehead` command. Every OneheadError becomes one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from onehead.errors import ConfigError, OneheadError
+
+
+def _track_options(args):
+    from onehead.tracking.tracker import TrackOptions
+    return TrackOptions(focal=args.focal, optimize_focal=args.optimize_focal, progress=not args.quiet,
+                        max_frames=args.max_frames)
+
+
+def _write_vis(path: Path, source, tracking, head) -> None:
+    from onehead.data.images import is_image_path, load_image, save_image
+    from onehead.data.video import read_frames, write_video
+    from onehead.tracking.visualize import overlay_tracking
+
+    source = Path(source)
+    if source.is_file() and is_image_path(source):
+        frames = load_image(source)[None]
+    else:
+        frames, _ = read_frames(source, max_frames=tracking.num_frames)
+    drawn = overlay_tracking(frames, tracking, head)
+    if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm"):
+        write_video(path, drawn, fps=tracking.fps)
+    elif len(drawn) == 1 or path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        save_image(path, drawn[len(drawn) // 2] if len(drawn) > 1 else drawn[0])
+    else:
+        raise ConfigError(f"--vis {path}: use a .png/.jpg (one picture) or .mp4 (video) file name")
+
+
+def cmd_track(args) -> int:
+    from onehead.head.model import load_head_model
+    from onehead.tracking.tracker import track
+
+    head = load_head_model(args.head, args.flame_dir)
+    start = time.perf_counter()
+    tracking = track(args.input, head, _track_options(args))
+    seconds = time.perf_counter() - start
+    tracking.save(args.out)
+    valid = int(tracking.valid.sum())
+    print(f"tracked {tracking.num_frames} frame(s) ({valid} with a face) in {seconds:.2f} s; "
+          f"mean fit error {float(tracking.fit_error[tracking.valid].mean()):.3f} of the eye distance -> {args.out}")
+    if args.vis:
+        _write_vis(Path(args.vis), args.input, tracking, head)
+        print(f"visualization -> {args.vis}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from onehead.data.images import save_image
+    from onehead.data.samples import astronaut
+    from onehead.head.model import load_head_model
+    from onehead.tracking.tracker import TrackOptions, track_image
+    from onehead.tracking.visualize import overlay_tracking
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    head = load_head_model("basic")
+    image = astronaut()
+    start = time.perf_counter()
+    tracking = track_image(image, head, TrackOptions(progress=False), name="astronaut")
+    seconds = time.perf_counter() - start
+    tracking.save(out / "astronaut_tracking.npz")
+    save_image(out / "astronaut_tracking.png", overlay_tracking(image[None], tracking, head)[0])
+    print(f"demo: tracked the astronaut portrait in {seconds:.2f} s (fit error "
+          f"{float(tracking.fit_error[0]):.3f} of the eye distance)")
+    print(f"  {out / 'astronaut_tracking.png'}  fitted mesh (blue), fitted landmarks (red), mediapipe (green)")
+    print(f"  {out / 'astronaut_tracking.npz'}  tracking file")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from onehead.bench import run_bench
+    run_bench(args.what, size=args.size, frames=args.frames)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onehead", description="3D-aware head avatars: tracking and animation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("track", help="fit the head model to an image, a video or a folder of frames")
+    p.add_argument("input", help="image, video file, or folder of frames")
+    p.add_argument("--out", required=True, help="output tracking file (.npz)")
+    p.add_argument("--head", choices=("basic", "flame"), default="basic",
+                   help="basic: onehead's open head model; flame: your licensed FLAME files")
+    p.add_argument("--flame-dir", default=None, help="FLAME directory (or set ONEHEAD_FLAME_DIR)")
+    p.add_argument("--vis", default=None, help="write a picture (.png) or video (.mp4) of the fit")
+    p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default 1.8 x long side)")
+    p.add_argument("--optimize-focal", action="store_true", help="fit the focal length too")
+    p.add_argument("--max-frames", type=int, default=None, help="track at most this many frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("demo", help="the main job on the embedded defaults: track a real portrait")
+    p.add_argument("--out", default="onehead_demo", help="output folder")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
+    p.add_argument("what", choices=("track",), help="what to time")
+    p.add_argument("--size", type=int, default=512, help="frame size in pixels (square)")
+    p.add_argument("--frames", type=int, default=120, help="frames in the benchmark video")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OneheadError as exc:
+        print(f"onehead {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

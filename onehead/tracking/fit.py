@@ -1,0 +1,185 @@
+"""Fit head-model parameters to 2D landmarks, batched over frames.
+
+The objective for frame t (pixels divided by that frame's inter-ocular distance):
+    sum_i w_i |project(model landmark i) - detected landmark i|^2      68 iBUG points
+  + w_iris |project(pupils) - iris centres|^2                          eye gaze
+  + priors on shape, expression and jaw
+  + smoothness between consecutive frames (video)
+The jaw points are compared on fixed surface points (the frontal contour), because
+mediapipe's face-oval points are fixed points of its own mesh. Adam on the landmark
+vertices only, so a batch of frames costs about as much as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from onehead.camera import project
+from onehead.head.model import HeadModel
+
+
+
+@dataclass
+class FitSettings:
+    """Weights and iteration counts of the landmark fit."""
+
+    rigid_iterations: int = 60  # rotation and translation only, from a cold start
+    iterations: int = 160  # everything, from a cold start
+    warm_iterations: int = 50  # everything, warm-started video chunks
+    jaw_contour_weight: float = 1.0
+    iris_weight: float = 0.5
+    shape_prior: float = 2e-5
+    expression_prior: float = 5e-5
+    jaw_prior: float = 1e-3
+    smooth_weight: float = 0.02  # per-frame parameter changes in a video
+    learning_rate: float = 0.03
+
+
+PARAM_NAMES = ("expression", "global_pose", "jaw_pose", "eye_pose", "translation")
+
+
+def landmark_weights(settings: FitSettings) -> torch.Tensor:
+    weights = torch.ones(68)
+    weights[:17] = settings.jaw_contour_weight
+    return weights
+
+
+def initial_translation(head: HeadModel, targets: torch.Tensor, K: torch.Tensor,
+                        world_to_cam: torch.Tensor) -> torch.Tensor:
+    """Place the neutral head so its landmarks' centre and eye distance match the detections."""
+    with torch.no_grad():
+        neutral = head(landmarks_only=True, frontal_contour=True).landmarks68[0]  # (68, 3)
+        model_iod = (neutral[45] - neutral[36]).norm()
+        target_iod = (targets[:, 45] - targets[:, 36]).norm(dim=-1)  # (T,)
+        depth = K[:, 0, 0] * model_iod / target_iod.clamp(min=1.0)
+        center_px = targets.mean(1)  # (T, 2)
+        ray_x = (center_px[:, 0] - K[:, 0, 2]) / K[:, 0, 0] * depth
+        ray_y = (center_px[:, 1] - K[:, 1, 2]) / K[:, 1, 1] * depth
+        cam_point = torch.stack([ray_x, ray_y, depth], -1)  # where the landmark centre should be
+        rot, trans = world_to_cam[:, :3, :3], world_to_cam[:, :3, 3]
+        world_point = torch.einsum("tji,tj->ti", rot, cam_point - trans)
+        return world_point - neutral.mean(0)
+
+
+def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to_cam: torch.Tensor,
+               valid: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None,
+               init: dict | None = None, settings: FitSettings | None = None,
+               optimize_shape: bool = True, previous: dict | None = None,
+               optimize_focal: bool = False) -> dict:
+    """Fit T frames at once.
+
+    targets (T, 68, 2) pixels; K (T, 3, 3); world_to_cam (T, 4, 4); valid (T,) bool;
+    iris (T, 2, 2) pixel centres of the (left, right) iris or None; shape (S,) to start from or keep;
+    init: per-frame parameters to warm-start from; previous: the frame before this batch (smoothing).
+    optimize_focal: also fit one focal-length scale for all frames (weakly determined for one image).
+    Returns detached tensors: shape (S,), expression (T, E), global_pose, jaw_pose, eye_pose (T, 6),
+    translation (T, 3), K (T, 3, 3).
+    """
+    settings = settings or FitSettings()
+    frames = targets.shape[0]
+    dtype = torch.float32
+    valid_f = valid.to(dtype)
+    iod = (targets[:, 45] - targets[:, 36]).norm(dim=-1).clamp(min=1.0)
+    weights = landmark_weights(settings)
+
+    params = {
+        "expression": torch.zeros(frames, head.num_expression),
+        "global_pose": torch.zeros(frames, 3),
+        "jaw_pose": torch.zeros(frames, 3),
+        "eye_pose": torch.zeros(frames, 6),
+        "translation": initial_translation(head, targets, K, world_to_cam),
+    }
+    if init is not None:
+        for key in PARAM_NAMES:
+            if key in init:
+                params[key] = init[key].detach().clone().to(dtype)
+    shape_param = (shape.detach().clone() if shape is not None else torch.zeros(head.num_shape)).to(dtype)
+    for value in params.values():
+        value.requires_grad_(True)
+    shape_param.requires_grad_(optimize_shape)
+    log_focal = torch.zeros((), requires_grad=optimize_focal)
+    focal_mask = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 0]])
+
+    def camera() -> torch.Tensor:
+        return K + K * focal_mask * (torch.exp(log_focal) - 1)
+
+    def loss_fn(rigid_only: bool) -> torch.Tensor:
+        out = head(shape=shape_param[None], frontal_contour=True, landmarks_only=True,
+                   neck_pose=None, **params)
+        K_now = camera()
+        pixels, _ = project(out.landmarks68, K_now, world_to_cam)
+        residual = (pixels - targets) / iod[:, None, None]
+        per_frame = (residual.pow(2).sum(-1) * weights).sum(-1)
+        if iris is not None and not rigid_only:
+            pupils, _ = project(out.pupils, K_now, world_to_cam)
+            iris_res = (pupils - iris) / iod[:, None, None]
+            iris_ok = torch.isfinite(iris_res).all(-1).all(-1)
+            iris_term = torch.where(iris_ok, iris_res.nan_to_num().pow(2).sum((-1, -2)), torch.zeros_like(iod))
+            per_frame = per_frame + settings.iris_weight * iris_term
+        loss = (per_frame * valid_f).sum()
+        if rigid_only:
+            return loss
+        loss = loss + settings.shape_prior * shape_param.pow(2).sum() * max(frames, 1) ** 0.5
+        loss = loss + settings.expression_prior * params["expression"].pow(2).sum()
+        loss = loss + settings.jaw_prior * params["jaw_pose"].pow(2).sum() * 100
+        loss = loss + 1e-3 * params["eye_pose"].pow(2).sum()
+        if settings.smooth_weight > 0:
+            loss = loss + settings.smooth_weight * _smoothness(params, previous)
+        return loss
+
+    stages = []
+    if init is None:
+        stages.append((True, settings.rigid_iterations))
+        stages.append((False, settings.iterations))
+    else:
+        stages.append((False, settings.warm_iterations))
+    for rigid_only, steps in stages:
+        groups = [{"params": [params["global_pose"]], "lr": settings.learning_rate},
+                  {"params": [params["translation"]], "lr": settings.learning_rate * 0.1}]
+        if not rigid_only:
+            groups += [{"params": [params["expression"]], "lr": settings.learning_rate * 3},
+                       {"params": [params["jaw_pose"], params["eye_pose"]], "lr": settings.learning_rate},]
+            if optimize_shape:
+                groups.append({"params": [shape_param], "lr": settings.learning_rate * 3})
+            if optimize_focal:
+                groups.append({"params": [log_focal], "lr": settings.learning_rate})
+        optimizer = torch.optim.Adam(groups)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=settings.learning_rate * 0.05)
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(rigid_only)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    result = {k: v.detach() for k, v in params.items()}
+    result["shape"] = shape_param.detach()
+    result["K"] = camera().detach()
+    return result
+
+
+def _smoothness(params: dict, previous: dict | None) -> torch.Tensor:
+    """Squared change between consecutive frames (and from the frame before the batch)."""
+    scale = {"expression": 1.0, "global_pose": 30.0, "jaw_pose": 30.0, "eye_pose": 3.0, "translation": 300.0}
+    total = 0.0
+    for key, s in scale.items():
+        value = params[key]
+        if previous is not None and key in previous:
+            value = torch.cat([previous[key][None].to(value), value])
+        if value.shape[0] > 1:
+            total = total + (s * (value[1:] - value[:-1])).pow(2).sum()
+    return total
+
+
+def interpolate_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Fill frames where the face was lost by linear interpolation between found frames."""
+    values = values.copy()
+    found = np.where(valid)[0]
+    if len(found) == 0 or len(found) == len(valid):
+        return values
+    flat = values.reshape(len(values), -1)
+    for j in range(flat.shape[1]):
+        flat[:, j] = np.interp(np.arange(len(valid)), found, flat[found, j])
+    return flat.reshape(values.shape)

@@ -1,0 +1,203 @@
+"""Track a head-model fit through an image, a video or a folder of frames.
+
+    tracking = track("portrait.jpg")              # one image
+    tracking = track("talking.mp4")               # one shape, per-frame expression and pose
+    tracking.save("talking.npz")                  # format: onehead.data.tracking_file
+
+Video: mediapipe in tracking mode finds the 478 points in each frame; one shape is fitted on up
+to 16 keyframes together; then all frames are fitted in chunks, warm-started from the keyframe
+solution and the previous chunk, with temporal smoothing. Frames where the face is lost are
+interpolated and flagged `valid=False`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from onehead.camera import default_focal, default_world_to_cam, intrinsics, project
+from onehead.data.images import is_image_path, load_image
+from onehead.data.tracking_file import Tracking
+from onehead.data.video import read_frames
+from onehead.errors import MediaReadError, NoFaceError
+from onehead.head.model import HeadModel, load_head_model
+from onehead.tracking.fit import FitSettings, fit_frames, interpolate_invalid
+from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68, LandmarkDetector
+
+IRIS_CENTERS = (468, 473)
+KEYFRAMES = 16
+CHUNK = 64
+
+
+@dataclass
+class TrackOptions:
+    """What `track` does beyond the defaults."""
+
+    focal: float | None = None  # pixels; default: onehead.camera.default_focal
+    optimize_focal: bool = False
+    fit: FitSettings = field(default_factory=FitSettings)
+    progress: bool = True
+    max_frames: int | None = None
+
+
+@dataclass
+class Detections:
+    """mediapipe output for T frames, NaN where the face was lost."""
+
+    points: np.ndarray  # (T, 478, 2) pixels
+    valid: np.ndarray  # (T,) bool
+    seconds: float = 0.0
+
+    def ibug68(self) -> np.ndarray:
+        return self.points[:, list(MEDIAPIPE_TO_IBUG68)]
+
+    def iris(self) -> np.ndarray:
+        """(T, 2, 2) iris centres ordered like the head model's pupils: (left eye, right eye)."""
+        centers = self.points[:, list(IRIS_CENTERS)]
+        right_eye = self.ibug68()[:, 36:42].mean(1)  # the subject's right eye
+        first_is_right = (np.linalg.norm(centers[:, 0] - right_eye, axis=-1)
+                          < np.linalg.norm(centers[:, 1] - right_eye, axis=-1))
+        ordered = np.where(first_is_right[:, None, None], centers[:, ::-1], centers)
+        return ordered
+
+
+def detect_frames(frames: np.ndarray, mode: str, progress: bool = False) -> Detections:
+    """Run mediapipe on (T, H, W, 3) uint8 frames."""
+    start = time.perf_counter()
+    points = np.full((len(frames), 478, 2), np.nan, np.float32)
+    valid = np.zeros(len(frames), bool)
+    with LandmarkDetector(mode=mode) as detector:
+        for t, frame in enumerate(tqdm(frames, desc="landmarks", unit="frame", disable=not progress,
+                                       leave=False)):
+            found = detector.detect(np.ascontiguousarray(frame))
+            if found is not None:
+                points[t] = found.points[:, :2]
+                valid[t] = True
+    return Detections(points, valid, time.perf_counter() - start)
+
+
+def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int, int],
+                 options: TrackOptions | None = None, fps: float = 25.0) -> Tracking:
+    """Fit the head model to detections of one image (T=1) or one video."""
+    options = options or TrackOptions()
+    height, width = image_size
+    frames = len(detections.valid)
+    if not detections.valid.any():
+        raise NoFaceError("no face found in any frame")
+    valid = torch.from_numpy(detections.valid)
+    targets = torch.from_numpy(np.nan_to_num(interpolate_invalid(detections.ibug68(), detections.valid)))
+    iris = torch.from_numpy(interpolate_invalid(detections.iris(), detections.valid))
+    focal = options.focal or default_focal(height, width)
+    K = intrinsics(focal, height, width).expand(frames, 3, 3).clone()
+    w2c = default_world_to_cam(batch=frames)
+    settings = options.fit
+
+    # 1. shape (and focal) from keyframes, fitted together from a cold start
+    found = np.where(detections.valid)[0]
+    keys = found[np.unique(np.linspace(0, len(found) - 1, min(KEYFRAMES, len(found))).round().astype(int))]
+    key_fit = fit_frames(head, targets[keys], K[keys], w2c[keys], valid[keys], iris=iris[keys],
+                         settings=_without_smoothing(settings), optimize_focal=options.optimize_focal)
+    shape = key_fit["shape"]
+    K = key_fit["K"][:1].expand(frames, 3, 3).clone()
+    if frames == 1:
+        params = key_fit
+    else:
+        # 2. every frame, in chunks, warm-started from the keyframes and the previous chunk
+        init = {k: torch.from_numpy(_interp_rows(key_fit[k].numpy(), keys, frames))
+                for k in ("expression", "global_pose", "jaw_pose", "eye_pose", "translation")}
+        parts, previous = [], None
+        starts = range(0, frames, CHUNK)
+        for start in tqdm(starts, desc="fit", unit="chunk", disable=not options.progress, leave=False):
+            sl = slice(start, min(start + CHUNK, frames))
+            chunk = fit_frames(head, targets[sl], K[sl], w2c[sl], valid[sl], iris=iris[sl], shape=shape,
+                               init={k: v[sl] for k, v in init.items()}, settings=settings,
+                               optimize_shape=False, previous=previous)
+            parts.append(chunk)
+            previous = {k: chunk[k][-1] for k in init}
+        params = {k: torch.cat([p[k] for p in parts]) for k in init}
+        params["shape"] = shape
+    return _tracking_from_fit(head, params, detections, K, w2c, image_size, fps)
+
+
+def _without_smoothing(settings: FitSettings) -> FitSettings:
+    from dataclasses import replace
+    return replace(settings, smooth_weight=0.0)
+
+
+def _interp_rows(values: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
+    full = np.zeros((count,) + values.shape[1:], values.dtype)
+    mask = np.zeros(count, bool)
+    full[rows], mask[rows] = values, True
+    return interpolate_invalid(full, mask)
+
+
+def _tracking_from_fit(head, params, detections, K, w2c, image_size, fps) -> Tracking:
+    frames = len(detections.valid)
+    per_frame = {k: interpolate_invalid(params[k].numpy(), detections.valid)
+                 for k in ("expression", "global_pose", "jaw_pose", "eye_pose", "translation")}
+    with torch.no_grad():
+        out = head(shape=params["shape"][None], landmarks_only=True,
+                   **{k: torch.from_numpy(v) for k, v in per_frame.items()})
+        landmarks, _ = project(out.landmarks68, K, w2c)
+    landmarks = landmarks.numpy()
+    mp68 = detections.ibug68()
+    iod = np.linalg.norm(mp68[:, 45] - mp68[:, 36], axis=-1)
+    error = np.linalg.norm(landmarks - mp68, axis=-1).mean(-1) / np.maximum(iod, 1e-6)
+    return Tracking(
+        shape=params["shape"].numpy().astype(np.float32),
+        neck_pose=np.zeros((frames, 3), np.float32),
+        K=K.numpy().astype(np.float32),
+        world_to_cam=w2c.numpy().astype(np.float32),
+        landmarks68=landmarks.astype(np.float32),
+        landmarks_mp=detections.points.astype(np.float32),
+        valid=detections.valid.copy(),
+        fit_error=np.where(detections.valid, error, np.nan).astype(np.float32),
+        image_size=np.array(image_size, np.int64),
+        fps=float(fps),
+        head_model=head.kind,
+        **{k: v.astype(np.float32) for k, v in per_frame.items()},
+    )
+
+
+def track_image(image, head: HeadModel | None = None, options: TrackOptions | None = None,
+                name: str | None = None) -> Tracking:
+    """Fit one image (path, PIL image, array or tensor). Raises NoFaceError without a face."""
+    pixels = load_image(image)
+    detections = detect_frames(pixels[None], mode="image")
+    if not detections.valid[0]:
+        raise NoFaceError(f"{name or 'image'}: no face found; use a photo with a visible, "
+                          "roughly frontal face (or crop closer around it)")
+    return fit_sequence(head or load_head_model(), detections, pixels.shape[:2], options)
+
+
+def track_frames(frames: np.ndarray, fps: float, head: HeadModel | None = None,
+                 options: TrackOptions | None = None, name: str | None = None) -> Tracking:
+    """Fit a sequence of (T, H, W, 3) uint8 frames."""
+    options = options or TrackOptions()
+    if len(frames) == 0:
+        raise MediaReadError(f"{name or 'video'}: no frames")
+    detections = detect_frames(frames, mode="video", progress=options.progress)
+    if not detections.valid.any():
+        raise NoFaceError(f"{name or 'video'}: no face found in any of its {len(frames)} frames")
+    return fit_sequence(head or load_head_model(), detections, frames.shape[1:3], options, fps)
+
+
+def track(source: str | os.PathLike, head: HeadModel | None = None,
+          options: TrackOptions | None = None) -> Tracking:
+    """Track an image file, a video file or a folder of frames."""
+    options = options or TrackOptions()
+    path = Path(source)
+    if not path.exists():
+        raise MediaReadError(f"{path}: file or folder does not exist")
+    if path.is_file() and is_image_path(path):
+        return track_image(path, head, options, name=str(path))
+    frames, fps = read_frames(path, max_frames=options.max_frames)
+    if len(frames) == 1 and path.is_file():
+        return track_image(frames[0], head, options, name=str(path))
+    return track_frames(frames, fps, head, options, name=str(path))
