@@ -26,6 +26,7 @@ from onehead.data.images import (
     is_video_path,
     load_image,
 )
+from onehead.quiet import quiet_stderr
 from onehead.errors import MediaReadError
 
 PathLike = Union[str, Path]
@@ -172,7 +173,8 @@ def _read_decord(path: Path, max_frames: Optional[int]) -> tuple[Optional[np.nda
     except ImportError:
         return None, 0.0
     try:
-        vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        with quiet_stderr():  # decord and ffmpeg print their own lines before failing
+            vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
         n = len(vr) if max_frames is None else min(len(vr), max_frames)
         if n == 0:
             return None, 0.0

@@ -122,6 +122,7 @@ class HeadModel(torch.nn.Module):
         def param(value, size):
             if value is None:
                 return torch.zeros(batch, size, device=device, dtype=dtype)
+            value = value.to(device=device, dtype=dtype)
             if value.shape[-1] != size:
                 raise ConfigError(f"expected {size} values per frame, got {value.shape[-1]}")
             return value.expand(batch, -1) if value.shape[0] == 1 else value

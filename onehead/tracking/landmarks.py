@@ -13,7 +13,6 @@ mediapipe is imported lazily, when the first detector is made.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Iterator, Literal
 import cv2
 import numpy as np
 
+from onehead.quiet import quiet_stderr
 from onehead.errors import NoFaceError
 
 # Quiet MediaPipe's C++ logging; must be set before mediapipe loads its library.
@@ -122,24 +122,6 @@ class FaceLandmarks:
     def ibug68(self) -> np.ndarray:
         """The 68 iBUG landmarks, `(68, 2)` float32 pixels."""
         return self.points[MEDIAPIPE_TO_IBUG68, :2]
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null (MediaPipe's C++ start-up chatter)."""
-    try:
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        yield
-        return
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _mediapipe():
@@ -275,7 +257,7 @@ class LandmarkDetector:
         self.min_detection_confidence = min_detection_confidence
         mp = _mediapipe()
         blank = np.zeros((64, 64, 3), np.uint8)
-        with _quiet_stderr():  # graphs print start-up messages on their first run
+        with quiet_stderr():  # graphs print start-up messages on their first run
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=(mode == "image"),
                 max_num_faces=1,

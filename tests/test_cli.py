@@ -1,0 +1,115 @@
+"""The `onehead` command: user errors are one line on stderr and exit code 2; track and demo write files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onehead.cli import main
+from onehead.data.samples import astronaut
+from onehead.data.tracking_file import load_tracking
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Input files for the command: a portrait, a blank picture, and broken files."""
+    root = tmp_path_factory.mktemp("cli-inputs")
+    files = {
+        "astronaut": root / "astronaut.png",
+        "blank": root / "blank.png",
+        "text_png": root / "notes.png",
+        "empty_mp4": root / "empty.mp4",
+        "corrupt_mp4": root / "corrupt.mp4",
+    }
+    Image.fromarray(astronaut()).save(files["astronaut"])
+    Image.fromarray(np.full((240, 320, 3), 90, np.uint8)).save(files["blank"])
+    files["text_png"].write_text("this is not a picture\n")
+    files["empty_mp4"].write_bytes(b"")
+    files["corrupt_mp4"].write_bytes(b"not a video at all, just some bytes\n" * 20)
+    return files
+
+
+def _run_error(capsys, args):
+    code = main(args)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    return code, lines
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", "does not exist"),
+    ("text_png", "cannot read image"),
+    ("blank", "no face"),
+    ("empty_mp4", "empty"),
+    ("corrupt_mp4", "cannot open video"),
+])
+def test_track_user_errors_exit_2(capsys, inputs, tmp_path, case, words):
+    source = tmp_path / "missing.png" if case == "missing" else inputs[case]
+    out = tmp_path / "out.npz"
+    code, lines = _run_error(capsys, ["track", str(source), "--out", str(out), "--quiet"])
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("onehead track: error:")
+    assert words in lines[0].lower()
+    assert str(source) in lines[0]  # says which file
+    assert not out.exists()
+
+
+def test_track_flame_without_directory_exits_2(capsys, inputs, tmp_path, monkeypatch):
+    monkeypatch.delenv("ONEHEAD_FLAME_DIR", raising=False)
+    out = tmp_path / "out.npz"
+    code, lines = _run_error(capsys, ["track", str(inputs["astronaut"]), "--out", str(out), "--head", "flame"])
+    assert code == 2
+    assert len(lines) == 1 and "--flame-dir" in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["blank", "corrupt_mp4"])
+def test_error_is_one_line_without_traceback_in_a_real_process(inputs, tmp_path, case):
+    """As a user runs it: a separate interpreter, so C++ libraries' own output counts too."""
+    out = tmp_path / "out.npz"
+    proc = subprocess.run([sys.executable, "-m", "onehead.cli", "track", str(inputs[case]), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("onehead track: error:")
+    assert not out.exists()
+
+
+def test_track_writes_tracking_and_picture(capsys, inputs, tmp_path, astronaut_tracking):
+    out, vis = tmp_path / "x.npz", tmp_path / "x.png"
+    code = main(["track", str(inputs["astronaut"]), "--out", str(out), "--vis", str(vis)])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert str(out) in stdout and str(vis) in stdout
+    tracking = load_tracking(out)
+    assert tracking.num_frames == 1 and tracking.valid[0]
+    assert tracking.image_size.tolist() == [512, 512]
+    # the command runs the same pipeline as the library call on the same pixels
+    reference = astronaut_tracking.landmarks68[0]
+    iod = np.linalg.norm(reference[45] - reference[36])
+    assert np.linalg.norm(tracking.landmarks68[0] - reference, axis=-1).mean() / iod < 0.02
+    with Image.open(vis) as picture:
+        assert picture.size == (512, 512)
+        drawn = np.asarray(picture.convert("RGB"))
+    assert not np.array_equal(drawn, astronaut())  # the fit is drawn over the input
+
+
+def test_demo_writes_its_files(capsys, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    npz, png = out / "astronaut_tracking.npz", out / "astronaut_tracking.png"
+    assert npz.is_file() and png.is_file()
+    assert str(png) in stdout
+    tracking = load_tracking(npz)
+    assert tracking.valid.all() and tracking.fit_error[0] < 0.06
+    with Image.open(png) as picture:
+        assert picture.size == (512, 512)

@@ -1,0 +1,303 @@
+"""Tracking: the landmark fit on real portraits, a real clip and synthetic ground truth; the npz file."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from onehead.camera import default_focal, default_world_to_cam, intrinsics, project
+from onehead.data.samples import astronaut
+from onehead.data.tracking_file import Tracking, load_tracking
+from onehead.errors import MediaReadError, NoFaceError
+from onehead.head.generate import EXPRESSION_NAMES
+from onehead.tracking.fit import FitSettings, fit_frames, interpolate_invalid
+from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68
+from onehead.tracking.tracker import TrackOptions, track, track_frames
+
+PARAMS = ("expression", "global_pose", "jaw_pose", "eye_pose", "translation")
+OPTIONS = TrackOptions(progress=False)
+
+
+def _iod(lm68: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(lm68[..., 45, :] - lm68[..., 36, :], axis=-1)
+
+
+def _mp68(tracking: Tracking) -> np.ndarray:
+    return tracking.landmarks_mp[:, list(MEDIAPIPE_TO_IBUG68)]
+
+
+def _rotation_error_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    from smplx.lbs import batch_rodrigues
+
+    rel = batch_rodrigues(a).transpose(1, 2) @ batch_rodrigues(b)
+    cos = ((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    return torch.rad2deg(torch.acos(cos))
+
+
+# ----------------------------------------------------------------------------- portraits
+
+@pytest.mark.parametrize("fixture", ["astronaut_tracking", "grace_tracking"])
+def test_portrait_fit_is_close_to_mediapipe(request, fixture):
+    tracking = request.getfixturevalue(fixture)
+    assert tracking.num_frames == 1 and tracking.valid[0]
+    mp = _mp68(tracking)[0]
+    fit = tracking.landmarks68[0]
+    iod = _iod(mp)
+    error = np.linalg.norm(fit - mp, axis=-1) / iod
+    # Bounds: mediapipe's mapped 68 points themselves differ from manual 300-W-style labels by
+    # about 0.03-0.05 of the inter-ocular distance, and the target for the whole pipeline
+    # (detector + fit) against hand labels is 0.08 mean. The fit must therefore add well under
+    # that on top of mediapipe: 0.06 over all 68 points, 0.04 over the 51 inner points (the jaw
+    # contour is compared on the model's visible silhouette, mediapipe's on fixed mesh points,
+    # so it is looser by nature).
+    assert error.mean() < 0.06, error.mean()
+    assert error[17:].mean() < 0.04, error[17:].mean()
+    # the stored fit error is exactly this quantity
+    np.testing.assert_allclose(tracking.fit_error[0], error.mean(), rtol=1e-4)
+
+
+def _check_tracking_arrays(tracking: Tracking, frames: int) -> None:
+    """Shapes and dtypes of every key, per the onehead.data.tracking_file docstring."""
+    shapes = {
+        "expression": (frames, None), "global_pose": (frames, 3), "neck_pose": (frames, 3),
+        "jaw_pose": (frames, 3), "eye_pose": (frames, 6), "translation": (frames, 3),
+        "K": (frames, 3, 3), "world_to_cam": (frames, 4, 4), "landmarks68": (frames, 68, 2),
+        "landmarks_mp": (frames, 478, 2), "valid": (frames,), "fit_error": (frames,),
+        "image_size": (2,), "shape": (None,),
+    }
+    for key, shape in shapes.items():
+        value = getattr(tracking, key)
+        assert isinstance(value, np.ndarray), key
+        assert value.ndim == len(shape), (key, value.shape)
+        assert all(s is None or s == v for s, v in zip(shape, value.shape)), (key, value.shape)
+        if key == "valid":
+            assert value.dtype == np.bool_
+        elif key == "image_size":
+            assert np.issubdtype(value.dtype, np.integer)
+        else:
+            assert value.dtype == np.float32, (key, value.dtype)
+    assert tracking.num_frames == frames
+    assert isinstance(tracking.fps, float) and tracking.fps > 0
+    assert tracking.head_model == "basic"
+    for key in PARAMS + ("K", "world_to_cam", "landmarks68", "shape"):
+        assert np.isfinite(getattr(tracking, key)).all(), key
+    # lost frames: NaN detections and error, found frames finite
+    assert np.isnan(tracking.fit_error[~tracking.valid]).all()
+    assert np.isfinite(tracking.fit_error[tracking.valid]).all()
+    assert np.isnan(tracking.landmarks_mp[~tracking.valid]).all()
+    assert np.isfinite(tracking.landmarks_mp[tracking.valid]).all()
+
+
+def test_tracking_arrays_of_an_image(astronaut_tracking):
+    _check_tracking_arrays(astronaut_tracking, 1)
+    assert astronaut_tracking.image_size.tolist() == [512, 512]
+    # the camera is the documented default: principal point at the image centre
+    K = astronaut_tracking.K[0]
+    assert K[0, 2] == pytest.approx(255.5) and K[1, 2] == pytest.approx(255.5)
+
+
+# ----------------------------------------------------------------------------- lost frames
+
+@pytest.fixture(scope="module")
+def shifted_frames():
+    """12 frames of the astronaut moving a few pixels; frames 5-7 blank (face lost)."""
+    image = astronaut()
+    frames = np.stack([np.roll(image, (t // 2, t), axis=(0, 1)) for t in range(12)])
+    frames[5:8] = 0
+    return frames
+
+
+@pytest.fixture(scope="module")
+def shifted_tracking(head, shifted_frames):
+    return track_frames(shifted_frames, fps=24.0, head=head, options=OPTIONS, name="shifted")
+
+
+def test_lost_frames_are_flagged_and_interpolated(shifted_tracking):
+    tracking = shifted_tracking
+    _check_tracking_arrays(tracking, 12)
+    expected_valid = np.ones(12, bool)
+    expected_valid[5:8] = False
+    assert tracking.valid.tolist() == expected_valid.tolist()
+    assert tracking.fps == 24.0
+    assert np.nanmean(tracking.fit_error) < 0.06
+    for key in PARAMS:
+        value = getattr(tracking, key)
+        for t in (5, 6, 7):
+            linear = value[4] + (value[8] - value[4]) * (t - 4) / 4
+            np.testing.assert_allclose(value[t], linear, atol=1e-5, err_msg=f"{key} frame {t}")
+    # the fitted landmarks of the found frames follow the face's motion (1 px right per frame)
+    shift = tracking.landmarks68[11].mean(0) - tracking.landmarks68[0].mean(0)
+    np.testing.assert_allclose(shift, [11.0, 5.0], atol=2.0)
+
+
+def test_all_frames_blank_raise_no_face():
+    with pytest.raises(NoFaceError, match="no face"):
+        track_frames(np.zeros((4, 96, 128, 3), np.uint8), fps=25.0, options=OPTIONS)
+    with pytest.raises(MediaReadError):
+        track_frames(np.zeros((0, 96, 128, 3), np.uint8), fps=25.0, options=OPTIONS)
+
+
+def test_interpolate_invalid():
+    values = np.arange(6 * 2 * 3, dtype=np.float64).reshape(6, 2, 3) ** 1.5
+    valid = np.array([False, True, False, False, True, False])
+    before = values.copy()
+    out = interpolate_invalid(values, valid)
+    assert np.array_equal(values, before), "the input must not be modified"
+    assert np.array_equal(out[valid], values[valid])
+    np.testing.assert_allclose(out[2], values[1] + (values[4] - values[1]) / 3)
+    np.testing.assert_allclose(out[3], values[1] + 2 * (values[4] - values[1]) / 3)
+    assert np.array_equal(out[0], values[1])  # held constant before the first found frame
+    assert np.array_equal(out[5], values[4])  # and after the last
+    assert np.array_equal(interpolate_invalid(values, np.ones(6, bool)), values)
+    nothing = interpolate_invalid(values, np.zeros(6, bool))
+    assert np.array_equal(nothing, values) and nothing is not values
+
+
+# ----------------------------------------------------------------------------- tracking file
+
+def test_tracking_file_round_trip(shifted_tracking, tmp_path):
+    path = shifted_tracking.save(tmp_path / "sub" / "track.npz")
+    assert path.is_file()
+    assert not list(path.parent.glob("*.tmp*"))
+    loaded = load_tracking(path)
+    for field in dataclasses.fields(Tracking):
+        a, b = getattr(shifted_tracking, field.name), getattr(loaded, field.name)
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype and a.shape == b.shape, field.name
+            assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), field.name
+        else:
+            assert a == b and type(a) is type(b), field.name
+
+
+def test_load_tracking_rejects_bad_files(astronaut_tracking, tmp_path):
+    good = astronaut_tracking.save(tmp_path / "good.npz")
+    with np.load(good) as data:
+        arrays = dict(data)
+
+    missing = dict(arrays)
+    del missing["jaw_pose"]
+    np.savez(tmp_path / "missing.npz", **missing)
+    with pytest.raises(MediaReadError, match="jaw_pose"):
+        load_tracking(tmp_path / "missing.npz")
+
+    wrong = dict(arrays, translation=np.zeros((2, 3), np.float32))
+    np.savez(tmp_path / "wrong.npz", **wrong)
+    with pytest.raises(MediaReadError, match="translation"):
+        load_tracking(tmp_path / "wrong.npz")
+
+    pickled = dict(arrays, shape=np.array([object()], dtype=object))
+    np.savez(tmp_path / "pickled.npz", **pickled)
+    with pytest.raises(MediaReadError):  # never unpickles
+        load_tracking(tmp_path / "pickled.npz")
+
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(MediaReadError):
+        load_tracking(tmp_path / "text.npz")
+    with pytest.raises(MediaReadError):
+        load_tracking(tmp_path / "absent.npz")
+
+
+# ----------------------------------------------------------------------------- input kinds
+
+def test_small_face_in_large_16bit_grayscale_image(head, astronaut_tracking, tmp_path):
+    scale, (ox, oy) = 1.25, (1500, 900)
+    gray = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2GRAY)
+    side = int(round(512 * scale))
+    small = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
+    canvas = np.full((1800, 2400), 128, np.uint8)
+    canvas[oy:oy + side, ox:ox + side] = small
+    path = tmp_path / "large16.png"
+    Image.fromarray(canvas.astype(np.uint16) * 257).save(path)
+    with Image.open(path) as check:
+        assert check.mode.startswith("I")  # really a 16-bit file
+
+    tracking = track(path, head, OPTIONS)
+    assert tracking.image_size.tolist() == [1800, 2400]
+    assert tracking.valid[0]
+    expected = (astronaut_tracking.landmarks68[0] + 0.5) * scale - 0.5 + np.array([ox, oy])
+    assert 100 <= np.linalg.norm(expected[0] - expected[16]) <= 150  # the face is 100-150 px wide
+    error = np.linalg.norm(tracking.landmarks68[0] - expected, axis=-1).mean() / _iod(expected)
+    assert error < 0.1, error
+
+
+def test_rgba_png_is_tracked(head, astronaut_tracking, tmp_path):
+    image = astronaut()
+    rgba = np.dstack([image, np.full(image.shape[:2], 200, np.uint8)])
+    path = tmp_path / "astronaut_rgba.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    tracking = track(path, head, OPTIONS)
+    assert tracking.valid[0] and tracking.image_size.tolist() == [512, 512]
+    reference = astronaut_tracking.landmarks68[0]
+    difference = np.linalg.norm(tracking.landmarks68[0] - reference, axis=-1).mean() / _iod(reference)
+    assert difference < 0.02, difference
+
+
+# ----------------------------------------------------------------------------- synthetic truth
+
+def test_fit_recovers_known_pose_from_model_landmarks(head):
+    """Landmarks of the head model itself, projected with a known camera, are fitted back."""
+    deg = np.pi / 180
+    frames = 4
+    global_pose = torch.tensor([[5, 0, 0], [-8, 20, 3], [10, -25, -4], [0, 35, 0]], dtype=torch.float32) * deg
+    expression = torch.zeros(frames, head.num_expression)
+    for t, (name, value) in enumerate((("smile", 0.8), ("mouth_open", 1.0), ("blink_left", 0.5),
+                                       ("brow_raise", 1.0))):
+        expression[t, EXPRESSION_NAMES.index(name)] = value
+    jaw_pose = torch.tensor([[0.05, 0, 0], [0.15, 0, 0], [0.0, 0, 0], [0.1, 0, 0]])
+    translation = torch.tensor([[0.01, 0.02, 0.0], [-0.02, 0.0, 0.05], [0.0, -0.01, -0.05], [0.02, 0.01, 0.0]])
+    shape = torch.randn(head.num_shape, generator=torch.Generator().manual_seed(1)) * 0.3
+    height = width = 512
+    K = intrinsics(default_focal(height, width), height, width).expand(frames, 3, 3).clone()
+    w2c = default_world_to_cam(batch=frames)
+    with torch.no_grad():
+        truth = head(shape=shape[None], expression=expression, global_pose=global_pose, jaw_pose=jaw_pose,
+                     translation=translation, landmarks_only=True, frontal_contour=True)
+        targets, _ = project(truth.landmarks68, K, w2c)
+        iris, _ = project(truth.pupils, K, w2c)
+    # independent frames (not a video): no temporal smoothing between them
+    fit = fit_frames(head, targets, K, w2c, torch.ones(frames, dtype=torch.bool), iris=iris,
+                     settings=FitSettings(smooth_weight=0.0))
+    assert _rotation_error_deg(fit["global_pose"], global_pose).max() < 2.0
+    with torch.no_grad():
+        out = head(shape=fit["shape"][None], **{k: fit[k] for k in PARAMS},
+                   landmarks_only=True, frontal_contour=True)
+        pixels, _ = project(out.landmarks68, fit["K"], w2c)
+    iod = (targets[:, 45] - targets[:, 36]).norm(dim=-1)
+    reprojection = (pixels - targets).norm(dim=-1).mean(-1) / iod
+    assert reprojection.max() < 0.01, reprojection
+    assert torch.equal(fit["K"], K)  # the focal length is not fitted unless asked
+
+
+# ----------------------------------------------------------------------------- real clip
+
+@pytest.fixture(scope="module")
+def carphone_tracking(carphone, head):
+    return track(carphone, head, options=OPTIONS)
+
+
+def test_carphone_clip(carphone_tracking, head):
+    tracking = carphone_tracking
+    _check_tracking_arrays(tracking, 120)
+    assert tracking.valid.all()
+    assert tracking.image_size.tolist() == [144, 176]
+    assert tracking.fps == pytest.approx(29.97, abs=0.01)
+    assert float(np.mean(tracking.fit_error)) < 0.06
+    assert tracking.shape.shape == (head.num_shape,)  # one shape for the whole clip
+    assert tracking.expression.shape == (120, head.num_expression)
+    assert (tracking.K == tracking.K[0]).all()  # one camera for the clip
+    # the man moves and talks: pose and expression change over the clip ...
+    assert np.degrees(tracking.global_pose.std(0)).max() > 1.0
+    assert tracking.expression.std(0).max() > 0.05
+    # ... smoothly: frame-to-frame landmark motion is small against the eye distance, and the
+    # fit (one shape, temporal smoothing) is no jumpier than mediapipe's own detections
+    lm = tracking.landmarks68
+    iod = _iod(lm)[1:]
+    motion = np.linalg.norm(np.diff(lm, axis=0), axis=-1).mean(-1) / iod
+    detected = np.linalg.norm(np.diff(_mp68(tracking), axis=0), axis=-1).mean(-1) / iod
+    assert np.median(motion) < 0.1
+    assert np.median(motion) <= 1.25 * np.median(detected)
