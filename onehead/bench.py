@@ -83,9 +83,8 @@ def bench_track(size: int = 512, frames: int = 120) -> dict:
     }
 
 
-def run_bench(what: str, size: int = 512, frames: int = 120) -> dict:
-    if what != "track":
-        raise ValueError(what)
+def report_track(size: int | None = None, frames: int | None = None) -> dict:
+    size, frames = size or 512, frames or 120
     r = bench_track(size, frames)
     print(f"onehead bench track  ({r['machine']})")
     print(f"  video: {r['video']}; face found in {r['faces_found']}/{frames}")
@@ -95,3 +94,16 @@ def run_bench(what: str, size: int = 512, frames: int = 120) -> dict:
           f"(mean fit error {r['mean_fit_error_iod']:.3f} of the eye distance)")
     print(f"  single image (512x512 astronaut)   detect {r['image_detect_ms']:.1f} ms + fit {r['image_fit_ms']:.1f} ms")
     return r
+
+
+# name -> function(size=None, frames=None) that prints its figures and returns them as a dict.
+# Each part of onehead registers its benchmark here; `onehead bench NAME` runs one.
+BENCHMARKS = {
+    "track": report_track,
+}
+
+
+def run_bench(what: str, size: int | None = None, frames: int | None = None) -> dict:
+    if what not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {what!r}; choose from {sorted(BENCHMARKS)}")
+    return BENCHMARKS[what](size=size, frames=frames)

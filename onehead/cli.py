@@ -84,6 +84,8 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from onehead.bench import BENCHMARKS
+
     parser = argparse.ArgumentParser(prog="onehead", description="3D-aware head avatars: tracking and animation")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -105,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
-    p.add_argument("what", choices=("track",), help="what to time")
-    p.add_argument("--size", type=int, default=512, help="frame size in pixels (square)")
-    p.add_argument("--frames", type=int, default=120, help="frames in the benchmark video")
+    p.add_argument("what", choices=sorted(BENCHMARKS), help="what to time")
+    p.add_argument("--size", type=int, default=None, help="image size in pixels (square; each benchmark has a default)")
+    p.add_argument("--frames", type=int, default=None, help="frames to time (each benchmark has a default)")
     p.set_defaults(func=cmd_bench)
     return parser
 
