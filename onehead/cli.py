@@ -77,6 +77,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.head.model import load_head_model
+
+    head = load_head_model(args.head, args.flame_dir)
+    options = SynthOptions(identities=args.identities, sequences=args.sequences, frames=args.frames,
+                           views=args.views, size=args.size, seed=args.seed, fps=args.fps,
+                           backgrounds=not args.no_backgrounds, cross_pairs=args.cross_pairs,
+                           progress=not args.quiet)
+    summary = synthesize(head, args.out, options)
+    print(f"wrote {summary['sequences']} sequences ({summary['frames_rendered']} frames, "
+          f"{summary['pairs']} cross pairs) to {args.out}; rendering {summary['render_fps']:.1f} frames/s")
+    return 0
+
+
+def cmd_render_debug(args) -> int:
+    from onehead.head.model import load_head_model
+    from onehead.pipelines.render_debug import render_debug_sheet
+
+    head = load_head_model(args.head, args.flame_dir)
+    path = render_debug_sheet(head, args.out, size=args.size, seed=args.seed, splat_backend=args.splat_backend)
+    print(f"contact sheet -> {path}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from onehead.bench import run_bench
     run_bench(args.what, size=args.size, frames=args.frames)
@@ -105,6 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the embedded defaults: track a real portrait")
     p.add_argument("--out", default="onehead_demo", help="output folder")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("synth", help="render a synthetic multi-identity, multi-view head dataset")
+    p.add_argument("out", help="dataset folder to write")
+    p.add_argument("--identities", type=int, default=4, help="random identities")
+    p.add_argument("--sequences", type=int, default=2, help="motion sequences per identity")
+    p.add_argument("--frames", type=int, default=24, help="frames per sequence")
+    p.add_argument("--views", type=int, default=1, help="cameras per sequence (view 0 near-frontal)")
+    p.add_argument("--size", type=int, default=256, help="frame size in pixels (square)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (use another one for held-out identities)")
+    p.add_argument("--fps", type=float, default=25.0, help="frames per second of the motion")
+    p.add_argument("--cross-pairs", action="store_true",
+                   help="also render each identity with the next one's motion (exact cross-reenactment truth)")
+    p.add_argument("--no-backgrounds", action="store_true", help="black backgrounds")
+    p.add_argument("--head", default="basic", choices=("basic", "flame"), help="head model")
+    p.add_argument("--flame-dir", default=None, help="FLAME directory (or set ONEHEAD_FLAME_DIR)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("render-debug", help="write a contact sheet of every render buffer of a synthetic head")
+    p.add_argument("--out", default="render_debug.png", help="PNG to write")
+    p.add_argument("--size", type=int, default=256, help="tile size in pixels")
+    p.add_argument("--seed", type=int, default=0, help="random identity, expression and light")
+    p.add_argument("--splat-backend", default="auto", choices=("auto", "torch", "gsplat"), help="splatter")
+    p.add_argument("--head", default="basic", choices=("basic", "flame"), help="head model")
+    p.add_argument("--flame-dir", default=None, help="FLAME directory (or set ONEHEAD_FLAME_DIR)")
+    p.set_defaults(func=cmd_render_debug)
 
     p = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     p.add_argument("what", choices=sorted(BENCHMARKS), help="what to time")

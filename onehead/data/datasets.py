@@ -1,0 +1,152 @@
+"""Torch datasets over onehead's data format (onehead.data.sequence).
+
+`ReenactmentDataset` gives what every one-shot model trains on: a reference frame of a
+sequence, a target frame or clip of the same sequence (another view when there are several),
+the target's head-model parameters and cameras, and the domain label (real or synthetic).
+
+Broken data never passes silently: sequences that fail to open are skipped with a warning that
+counts them (`skipped` lists the reasons), and a frame that fails to read is replaced by another
+item with a counted warning (`read_failures`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onehead.data.sequence import Sequence, View, list_sequences, open_sequence
+from onehead.errors import MediaReadError, OneheadError
+
+DOMAIN_IDS = {"real": 0, "synthetic": 1}
+PARAM_KEYS = ("expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "translation")
+
+
+@dataclass
+class _Clip:
+    sequence: int
+    view: str
+    start: int
+
+
+def open_dataset(roots, *, warn: bool = True) -> tuple[list[Sequence], list[tuple[str, str]]]:
+    """Open every sequence under one or more dataset folders; returns (sequences, skipped)."""
+    roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+    sequences, skipped = [], []
+    for root in roots:
+        for directory in list_sequences(root):
+            try:
+                sequences.append(open_sequence(directory))
+            except OneheadError as exc:
+                skipped.append((str(directory), str(exc)))
+    if skipped and warn:
+        reasons = "; ".join(reason for _, reason in skipped[:3])
+        warnings.warn(f"skipped {len(skipped)} of {len(skipped) + len(sequences)} sequences: {reasons}"
+                      + (" ..." if len(skipped) > 3 else ""), stacklevel=2)
+    return sequences, skipped
+
+
+class ReenactmentDataset(torch.utils.data.Dataset):
+    """Items of (reference frame, target clip, target tracking, cameras, domain).
+
+    clip_length: frames per target clip (1 for single-frame training).
+    size: resize frames to size x size (cameras are scaled to match); None keeps them.
+    cross_view: draw the reference from any view of the sequence (multi-view data), not only
+        the target's view.
+    Every item is a dict of tensors: reference (3, H, W), reference_mask (1, H, W),
+    reference_params {shape (S,), expression (E,), ...}, reference_K (3, 3),
+    reference_world_to_cam (4, 4), target (T, 3, H, W), target_mask (T, 1, H, W), target_params
+    {shape (T, S), expression (T, E), ...}, K (T, 3, 3), world_to_cam (T, 4, 4), domain (),
+    plus sequence, view and frames for bookkeeping. Masks are ones where a view has none.
+    """
+
+    def __init__(self, roots, clip_length: int = 1, size: int | None = None, cross_view: bool = True,
+                 seed: int = 0, max_retries: int = 10):
+        self.sequences, self.skipped = open_dataset(roots)
+        if not self.sequences:
+            raise MediaReadError(f"no readable sequence under {roots} (see datasets/README.md)")
+        self.clip_length, self.size, self.cross_view = clip_length, size, cross_view
+        self.seed, self.epoch, self.max_retries = seed, 0, max_retries
+        self.read_failures = 0
+        self.clips = [_Clip(s, name, start)
+                      for s, seq in enumerate(self.sequences) for name, view in seq.views.items()
+                      for start in range(0, view.num_frames - clip_length + 1)]
+        if not self.clips:
+            raise MediaReadError(f"no sequence has {clip_length} frames")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the reference draws (they are deterministic per (seed, epoch, index))."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        for _ in range(self.max_retries):
+            try:
+                return self._item(self.clips[index], rng)
+            except MediaReadError as exc:
+                self.read_failures += 1
+                warnings.warn(f"read failure {self.read_failures} ({exc}); using another item", stacklevel=2)
+                index = int(rng.integers(len(self.clips)))
+        raise MediaReadError(f"{self.max_retries} reads in a row failed; the dataset looks broken")
+
+    # ------------------------------------------------------------------ internals
+    def _item(self, clip: _Clip, rng: np.random.Generator) -> dict:
+        seq = self.sequences[clip.sequence]
+        view = seq.views[clip.view]
+        frames = list(range(clip.start, clip.start + self.clip_length))
+        ref_view = seq.views[rng.choice(list(seq.views))] if self.cross_view else view
+        ref_frame = int(rng.integers(ref_view.num_frames))
+        reference, reference_mask, ref_K = self._frames(ref_view, [ref_frame])
+        target, target_mask, K = self._frames(view, frames)
+        return {
+            "reference": reference[0], "reference_mask": reference_mask[0],
+            "reference_params": _params(ref_view, [ref_frame], squeeze=True),
+            "reference_K": ref_K[0], "reference_world_to_cam": _tensor(ref_view.tracking.world_to_cam[ref_frame]),
+            "target": target, "target_mask": target_mask, "target_params": _params(view, frames),
+            "K": K, "world_to_cam": _tensor(view.tracking.world_to_cam[frames]),
+            "domain": torch.tensor(DOMAIN_IDS[seq.meta.domain]),
+            "sequence": seq.name, "view": view.name, "frames": torch.tensor(frames),
+        }
+
+    def _frames(self, view: View, frames: list[int]):
+        images = torch.from_numpy(np.stack([view.frame(t) for t in frames])).permute(0, 3, 1, 2).float() / 255
+        masks = [view.mask(t) for t in frames]
+        if masks[0] is None:
+            mask = torch.ones(len(frames), 1, *images.shape[-2:])
+        else:
+            mask = torch.from_numpy(np.stack(masks))[:, None]
+        K = _tensor(view.tracking.K[frames])
+        if self.size is not None and images.shape[-2:] != (self.size, self.size):
+            images, mask, K = _resize(images, mask, K, self.size)
+        return images, mask, K
+
+
+def _tensor(array) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array, np.float32))
+
+
+def _params(view: View, frames: list[int], squeeze: bool = False) -> dict:
+    raw = view.tracking.head_params(frames)
+    params = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in raw.items()}
+    return {k: v[0] for k, v in params.items()} if squeeze else params
+
+
+def _resize(images, masks, K, size):
+    """Resize frames to size x size; K follows (pixel centres stay at integer coordinates)."""
+    h, w = images.shape[-2:]
+    sy, sx = size / h, size / w
+    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    masks = F.interpolate(masks, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    K = K.clone()
+    K[:, 0, 0] *= sx
+    K[:, 1, 1] *= sy
+    K[:, 0, 2] = (K[:, 0, 2] + 0.5) * sx - 0.5
+    K[:, 1, 2] = (K[:, 1, 2] + 0.5) * sy - 0.5
+    return images, masks, K
