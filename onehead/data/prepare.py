@@ -20,13 +20,15 @@ from onehead.data.video import read_frames
 from onehead.quiet import quiet_stderr
 
 
-def crop_boxes(landmarks68: np.ndarray, valid: np.ndarray, scale: float = 1.9,
+def crop_boxes(landmarks68: np.ndarray, valid: np.ndarray, scale: float = 2.1, lift: float = 0.12,
                smooth_frames: float = 4.0) -> np.ndarray:
-    """Square crops (T, 3) as (centre x, centre y, side) in pixels around the 68 landmarks,
-    `scale` times the larger landmark extent, Gaussian-smoothed over time."""
+    """Square crops (T, 3) as (centre x, centre y, side) in pixels around the 68 landmarks:
+    `scale` times the larger landmark extent, the centre raised by `lift` of the extent (the
+    landmarks stop at the brows; the crop should hold the whole head), Gaussian-smoothed over time."""
     points = landmarks68[valid] if valid.any() else landmarks68
-    centre = (points.max(1) + points.min(1)) / 2
-    side = scale * (points.max(1) - points.min(1)).max(-1)
+    extent = (points.max(1) - points.min(1)).max(-1)
+    centre = (points.max(1) + points.min(1)) / 2 - np.stack([0 * extent, lift * extent], -1)
+    side = scale * extent
     boxes = np.concatenate([centre, side[:, None]], 1)
     if valid.any():  # frames without a face take their neighbours' boxes
         times = np.flatnonzero(valid)
