@@ -49,3 +49,50 @@ def project(points: torch.Tensor, K: torch.Tensor, world_to_cam: torch.Tensor,
     uv = cam[..., :2] / depth.clamp(min=eps).unsqueeze(-1)
     pixels = uv * torch.stack([K[..., 0, 0], K[..., 1, 1]], -1).unsqueeze(-2) + K[..., None, :2, 2]
     return pixels, depth
+
+
+def pytorch3d_camera_params(K: torch.Tensor, world_to_cam: torch.Tensor, height: int,
+                            width: int) -> dict[str, torch.Tensor]:
+    """onehead camera -> keyword arguments of pytorch3d `PerspectiveCameras(..., in_ndc=True)`.
+
+    pytorch3d (from its documentation): view = world @ R + T (row vectors), view axes +X left,
+    +Y up, +Z forward; NDC = (fx X / Z + px, fy Y / Z + py) with the shorter image side spanning
+    [-1, 1]; its output pixel (row i, col j) is centred at NDC (-(j + 0.5 - W/2) / s,
+    -(i + 0.5 - H/2) / s), s = min(H, W) / 2. So x and y flip, and the principal point moves by
+    half a pixel (which pytorch3d's own cameras_from_opencv_projection leaves out).
+    K (3, 3) or (B, 3, 3), world_to_cam (4, 4) or (B, 4, 4) -> R (B, 3, 3), T (B, 3),
+    focal_length (B, 2), principal_point (B, 2).
+    """
+    K, world_to_cam = K.reshape(-1, 3, 3), world_to_cam.reshape(-1, 4, 4)
+    batch = max(K.shape[0], world_to_cam.shape[0])
+    K, world_to_cam = K.expand(batch, 3, 3), world_to_cam.expand(batch, 4, 4)
+    flip = torch.tensor([-1.0, -1.0, 1.0], dtype=world_to_cam.dtype, device=world_to_cam.device)
+    scale = min(height, width) / 2
+    image_centre = torch.tensor([width / 2, height / 2], dtype=K.dtype, device=K.device)
+    return {
+        "R": world_to_cam[:, :3, :3].transpose(1, 2) * flip,  # R_cv^T diag(-1, -1, 1)
+        "T": world_to_cam[:, :3, 3] * flip,
+        "focal_length": torch.stack([K[:, 0, 0], K[:, 1, 1]], -1) / scale,
+        "principal_point": -(K[:, :2, 2] + 0.5 - image_centre) / scale,
+    }
+
+
+def nvdiffrast_projection(K: torch.Tensor, height: int, width: int, near: float, far: float) -> torch.Tensor:
+    """OpenCV camera coordinates -> nvdiffrast (OpenGL) clip space: (B, 4, 4), clip = P @ [x, y, z, 1].
+
+    nvdiffrast (from its documentation) centres output pixel (row i, col j) at NDC
+    ((2j + 1) / W - 1, (2i + 1) / H - 1) (its images are stored bottom-up, row 0 at y = -1) and keeps
+    the smallest z/w. Mapping pixel (x, y) to NDC ((2x + 1) / W - 1, (2y + 1) / H - 1) therefore
+    makes its row i onehead's row i, with no flip; w is the camera z and z/w runs from -1 at `near`
+    to 1 at `far`. K (3, 3) or (B, 3, 3).
+    """
+    K = K.reshape(-1, 3, 3)
+    P = K.new_zeros(K.shape[0], 4, 4)
+    P[:, 0, 0] = 2 * K[:, 0, 0] / width
+    P[:, 0, 2] = (2 * K[:, 0, 2] + 1) / width - 1
+    P[:, 1, 1] = 2 * K[:, 1, 1] / height
+    P[:, 1, 2] = (2 * K[:, 1, 2] + 1) / height - 1
+    P[:, 2, 2] = (far + near) / (far - near)
+    P[:, 2, 3] = -2 * far * near / (far - near)
+    P[:, 3, 2] = 1.0
+    return P

@@ -1,0 +1,1 @@
+from onehead.render.rasterize import Fragments, interpolate, rasterize_mesh, rasterize_uv
