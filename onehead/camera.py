@@ -51,6 +51,16 @@ def project(points: torch.Tensor, K: torch.Tensor, world_to_cam: torch.Tensor,
     return pixels, depth
 
 
+def to_gsplat_intrinsics(K: torch.Tensor) -> torch.Tensor:
+    """onehead K (pixel centres at integers) -> gsplat K (pixel (i, j) centred at (j + 0.5, i + 0.5)).
+
+    Only the principal point moves, by +0.5 pixel in x and y; works on (..., 3, 3).
+    """
+    shift = torch.zeros(3, 3, dtype=K.dtype, device=K.device)
+    shift[0, 2] = shift[1, 2] = 0.5
+    return K + shift
+
+
 def pytorch3d_camera_params(K: torch.Tensor, world_to_cam: torch.Tensor, height: int,
                             width: int) -> dict[str, torch.Tensor]:
     """onehead camera -> keyword arguments of pytorch3d `PerspectiveCameras(..., in_ndc=True)`.
