@@ -62,9 +62,9 @@ def test_ground_truth_landmarks_are_the_projected_model(dataset, head):
     params = {k: torch.as_tensor(v) for k, v in t.head_params().items()}
     landmarks, depth = project(head(**params).landmarks68, torch.as_tensor(t.K), torch.as_tensor(t.world_to_cam))
     np.testing.assert_allclose(t.landmarks68, landmarks.numpy(), atol=1e-3)
-    # and the rendered head is where the landmarks say: the nose tip is on the mask
-    nose = np.rint(t.landmarks68[:, 30]).astype(int)
-    for frame, (x, y) in enumerate(nose):
+    # and the rendered head is where the landmarks say: the centre of the eyes and mouth is on the mask
+    inner = np.rint(t.landmarks68[:, 36:].mean(1)).astype(int)
+    for frame, (x, y) in enumerate(inner):
         assert view.mask(frame)[y, x] > 0.5
 
 
@@ -153,9 +153,9 @@ def test_motion_is_smooth_and_blinks(head):
     rng = np.random.default_rng(0)
     motion = random_motion(rng, 250, 25.0, head.num_expression)
     assert motion["expression"].shape == (250, head.num_expression)
-    for key in ("global_pose", "jaw_pose", "translation"):
+    for key, bound in (("global_pose", 0.05), ("translation", 0.005), ("jaw_pose", 0.12)):
         step = np.abs(np.diff(motion[key], axis=0)).max()
-        assert step < 0.05, (key, step)  # no jumps between frames at 25 fps
+        assert step < bound, (key, step)  # no jumps between frames at 25 fps (syllables are fast)
     assert motion["expression"][:, 6].max() > 0.9  # at least one full blink in 10 s
     assert math.isclose(float(motion["jaw_pose"][:, 1:].max()), 0.0)
     assert motion["jaw_pose"][:, 0].min() >= 0  # the jaw never opens backwards

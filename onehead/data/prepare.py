@@ -20,7 +20,13 @@ from onehead.data.video import read_frames
 from onehead.quiet import quiet_stderr
 
 
-def crop_boxes(landmarks68: np.ndarray, valid: np.ndarray, scale: float = 2.1, lift: float = 0.12,
+# The framing every onehead frame shares (real crops and synthetic cameras): a square of
+# FRAMING_SCALE times the 68 landmarks' extent, its centre FRAMING_LIFT of the extent above theirs.
+FRAMING_SCALE = 2.3
+FRAMING_LIFT = 0.25
+
+
+def crop_boxes(landmarks68: np.ndarray, valid: np.ndarray, scale: float = FRAMING_SCALE, lift: float = FRAMING_LIFT,
                smooth_frames: float = 4.0) -> np.ndarray:
     """Square crops (T, 3) as (centre x, centre y, side) in pixels around the 68 landmarks:
     `scale` times the larger landmark extent, the centre raised by `lift` of the extent (the

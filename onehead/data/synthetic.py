@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from scipy.interpolate import CubicSpline
 
-from onehead.camera import default_focal, intrinsics, project
+from onehead.camera import intrinsics, project
+from onehead.data.prepare import FRAMING_LIFT, FRAMING_SCALE
 from onehead.data.sequence import SequenceMeta, write_pairs, write_view
 from onehead.data.tracking_file import Tracking
 from onehead.errors import ConfigError
@@ -156,7 +157,7 @@ def paint_albedo(atlas: TextureAtlas, look: Appearance) -> torch.Tensor:
         around = torch.atan2(x, z).abs()  # 0 at the face, pi at the back
         line = brow_y + look.hairline - (look.hairline + 0.035) * _step(around, 0.7, 1.8)
         hair = _step(y, line, line + 0.006) * (~atlas.eyeball).float()
-        strands = 0.85 + 0.3 * _smooth_noise(gen, res, 160)
+        strands = 0.85 + 0.25 * _smooth_noise(gen, res, 180, row_cells=10)
         albedo = blend(albedo, colour(look.hair) * strands, hair)
         if look.headband is not None:
             band = _step(y, line + 0.012, line + 0.014) * _step(-y, -(line + 0.03), -(line + 0.028))
@@ -212,9 +213,10 @@ def _blob(points, centre, sigma):
     return torch.exp(-((points - centre) ** 2).sum(-1) / (2 * sigma ** 2))
 
 
-def _smooth_noise(gen: torch.Generator, resolution: int, cells: int) -> torch.Tensor:
-    """Band-limited noise in [-1, 1]-ish: random cells upsampled bicubically."""
-    coarse = torch.randn(1, 1, cells, cells, generator=gen)
+def _smooth_noise(gen: torch.Generator, resolution: int, cells: int, row_cells: int | None = None) -> torch.Tensor:
+    """Band-limited noise in [-1, 1]-ish: random cells upsampled bicubically (fewer rows than
+    columns gives streaks along v, like strands of hair)."""
+    coarse = torch.randn(1, 1, row_cells or cells, cells, generator=gen)
     return F.interpolate(coarse, size=(resolution, resolution), mode="bicubic", align_corners=False)[0, 0]
 
 
@@ -257,8 +259,8 @@ def random_motion(rng: np.random.Generator, num_frames: int, fps: float, num_exp
         if k < named:
             expression[:, k] = np.maximum(expression[:, k], _blinks(rng, t))
     jaw = np.zeros((num_frames, 3), np.float32)
-    if talking:  # syllable-like opening at 3-5 Hz under a slow envelope
-        rate = rng.uniform(3.0, 5.0)
+    if talking:  # syllable-like opening at 2.5-4 Hz under a slow envelope
+        rate = rng.uniform(2.5, 4.0)
         phase = rng.uniform(0, 2 * np.pi)
         envelope = np.clip(0.5 + _smooth_curve(rng, t, 1.0, 0.5), 0, 1)
         jaw[:, 0] = 0.16 * envelope * (0.5 + 0.5 * np.sin(2 * np.pi * rate * t + phase)) ** 2
@@ -312,8 +314,21 @@ def look_at_camera(yaw_deg: float, pitch_deg: float, distance: float, target=(0.
     return w2c.astype(np.float32)
 
 
-def random_cameras(rng: np.random.Generator, num_views: int, size: int, target) -> tuple[np.ndarray, np.ndarray]:
-    """K (V, 3, 3) and world_to_cam (V, 4, 4); view 0 near-frontal, the rest over the hemisphere."""
+def head_framing(head, scale: float = FRAMING_SCALE, lift: float = FRAMING_LIFT) -> tuple[np.ndarray, float]:
+    """Where cameras look and how much they see: the head's centre (raised like the crops of
+    onehead.data.prepare) and a field of `scale` times the landmark extent, in metres. Synthetic
+    frames are then framed like prepared real videos."""
+    lm = head(landmarks_only=True, frontal_contour=True).landmarks68[0].detach().numpy()
+    extent = float((lm.max(0) - lm.min(0))[:2].max())
+    centre = (lm.max(0) + lm.min(0)) / 2
+    target = np.array([centre[0], centre[1] + lift * extent, float(head.v_template[:, 2].mean())])
+    return target.astype(np.float32), scale * extent
+
+
+def random_cameras(rng: np.random.Generator, num_views: int, size: int, target,
+                   field: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """K (V, 3, 3) and world_to_cam (V, 4, 4) seeing about `field` metres across at the target;
+    view 0 near-frontal, the rest over the front hemisphere."""
     Ks, w2cs = [], []
     for v in range(num_views):
         if v == 0:
@@ -321,7 +336,7 @@ def random_cameras(rng: np.random.Generator, num_views: int, size: int, target) 
         else:
             yaw, pitch = rng.uniform(*YAW_RANGE), rng.uniform(*PITCH_RANGE)
         distance = rng.uniform(0.9, 1.1)
-        focal = default_focal(size, size) * rng.uniform(0.9, 1.1)
+        focal = size * distance / field * rng.uniform(0.9, 1.1)
         Ks.append(intrinsics(focal, size, size).numpy())
         w2cs.append(look_at_camera(yaw, pitch, distance, target))
     return np.stack(Ks).astype(np.float32), np.stack(w2cs)
@@ -448,13 +463,13 @@ def synthesize(head, out: str | Path, options: SynthOptions = SynthOptions()) ->
     out = Path(out)
     rng = np.random.default_rng(options.seed)
     atlas = TextureAtlas(head, options.texture_size)
-    target = head.v_template.mean(0).numpy()  # cameras look at the head's centre
+    target, field = head_framing(head)
     identities = [random_identity(rng, head.num_shape, f"id{i:03d}") for i in range(options.identities)]
     plans = []
     for ident in identities:
         for s in range(options.sequences):
             motion = random_motion(rng, options.frames, options.fps, head.num_expression)
-            Ks, w2cs = random_cameras(rng, options.views, options.size, target)
+            Ks, w2cs = random_cameras(rng, options.views, options.size, target, field)
             backgrounds = ([random_background(rng, options.size) for _ in range(options.views)]
                            if options.backgrounds else None)
             plans.append(_SequencePlan(f"{ident.name}_s{s:02d}", ident, motion, Ks, w2cs, random_light(rng),

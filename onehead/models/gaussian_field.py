@@ -2,7 +2,7 @@
 
 Every valid texel of a (resolution x resolution) UV grid owns one isotropic Gaussian with a
 learnable feature (C channels, squashed to [-1, 1] by tanh as in the paper), opacity and scale,
-and optionally an offset along the surface normal. Its position follows any posed mesh of the
+and optionally an offset along the normal of the triangle it sits on. Its position follows any posed mesh of the
 head model: the texel's (face, barycentric) anchor interpolates the posed vertices, so the field
 moves with shape, expression, jaw and pose, differentiably.
 """
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from onehead.head.geometry import vertex_normals
 from onehead.render.rasterize import rasterize_uv
 from onehead.render.splat import SplatResult, splat_features
 
@@ -94,10 +93,10 @@ class UVGaussianField(nn.Module):
         """Place the Gaussians on posed vertices (B, V, 3)."""
         batch = vertices.shape[0]
         means = self.anchor(vertices)
-        if self.normal_offset is not None:
-            normals = vertex_normals(vertices, self.faces)
-            texel_normals = (normals[:, self.faces[self.texel_face]] * self.texel_bary[None, :, :, None]).sum(2)
-            means = means + torch.nn.functional.normalize(texel_normals, dim=-1) * self.normal_offset[None, :, None]
+        if self.normal_offset is not None:  # along the anchoring triangle's normal (always defined)
+            corners = vertices[:, self.faces[self.texel_face]]
+            normals = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1)
+            means = means + torch.nn.functional.normalize(normals, dim=-1) * self.normal_offset[None, :, None]
         expand = lambda p: p[None].expand(batch, *p.shape)  # noqa: E731
         return Gaussians(means=means, scales=expand(self.log_scale.exp()),
                          opacities=expand(torch.sigmoid(self.opacity_logit)),

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from onehead.data.images import save_image
-from onehead.data.synthetic import (TextureAtlas, look_at_camera, paint_albedo, random_identity, random_light,
+from onehead.data.synthetic import (TextureAtlas, head_framing, look_at_camera, paint_albedo, random_identity, random_light,
                                     random_motion, render_head)
-from onehead.camera import default_focal, intrinsics
+from onehead.camera import intrinsics
 from onehead.render.visualize import contact_sheet, depth_rgb, feature_rgb, normals_rgb, range_rgb
 
 VIEWS = ((0.0, 5.0), (-45.0, 0.0), (35.0, 30.0))  # (yaw, pitch) degrees
@@ -34,8 +34,8 @@ def render_debug_sheet(head, out: str | Path, size: int = 256, seed: int = 0, ch
     albedo = paint_albedo(atlas, identity.appearance)
     field = UVGaussianField.from_head(head, resolution=128, channels=channels)
     light = random_light(rng)
-    target = head.v_template.mean(0).numpy()
-    K = intrinsics(default_focal(size, size), size, size).numpy()
+    target, field_of_view = head_framing(head)
+    K = intrinsics(size / field_of_view, size, size).numpy()
     rows = []
     for yaw, pitch in VIEWS:
         w2c = look_at_camera(yaw, pitch, 1.0, target)
