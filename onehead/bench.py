@@ -96,10 +96,153 @@ def report_track(size: int | None = None, frames: int | None = None) -> dict:
     return r
 
 
+def _head_shell_scene(n: int = 10_000, channels: int = 16, seed: int = 0, device="cpu") -> dict:
+    """n Gaussians on a head-sized ellipsoid shell (radii 9, 12, 10 cm) at the world origin.
+
+    Isotropic scales of 6.5 mm give screen radii of about 10 px at 256 x 256 with onehead's default
+    camera (1 m away, default focal); opacities uniform in [0.3, 1], random features.
+    """
+    g = torch.Generator().manual_seed(seed)
+    directions = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    scene = {
+        "means": (directions * torch.tensor([0.09, 0.12, 0.10]))[None],
+        "scales": torch.full((1, n), 0.0065),
+        "opacities": 0.3 + 0.7 * torch.rand(1, n, generator=g),
+        "features": torch.randn(1, n, channels, generator=g),
+    }
+    return {k: v.to(device) for k, v in scene.items()}
+
+
+def _splat_statistics(scene: dict, K: torch.Tensor, world_to_cam: torch.Tensor, size: int) -> dict:
+    """What the splatter faces: visible Gaussians, screen radii (px), tile intersections."""
+    from onehead.camera import to_gsplat_intrinsics
+    from onehead.render.splat import gaussian_covariances, intersect_tiles, project_gaussians
+
+    n = scene["scales"].shape[1]
+    covariances = gaussian_covariances(scene["scales"][..., None].expand(1, n, 3),
+                                       scene["means"].new_tensor([1.0, 0, 0, 0]).expand(1, n, 4))
+    projected = project_gaussians(scene["means"], covariances, to_gsplat_intrinsics(K), world_to_cam,
+                                  size, size, opacities=scene["opacities"])
+    tiles = intersect_tiles(projected.means2d, projected.radii, projected.depths, size, size)
+    radius = projected.radii.max(-1).values.flatten().float()
+    radius = radius[radius > 0]
+    return {"gaussians": n, "visible": len(radius), "radius_mean_px": float(radius.mean()),
+            "radius_median_px": float(radius.median()), "tile_intersections": len(tiles.gaussian_ids),
+            "max_per_tile": int(tiles.counts().max())}
+
+
+def _time_splat(scene: dict, K, world_to_cam, size: int, backend: str, backward: bool, repeats: int) -> float:
+    """Median milliseconds of one splat_features call (and its backward)."""
+    from onehead.render.splat import splat_features
+
+    def once():
+        inputs = {k: v.detach().requires_grad_(backward) for k, v in scene.items()}
+        result = splat_features(inputs["means"], inputs["scales"], inputs["opacities"], inputs["features"],
+                                K, world_to_cam, size, size, backend=backend)
+        if backward:
+            (result.features.mean() + result.alpha.mean() + result.depth.mean()).backward()
+
+    def synchronize():
+        if scene["means"].is_cuda:
+            torch.cuda.synchronize()
+
+    for _ in range(2):  # warm-up
+        once()
+    times = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        once()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def bench_splat(size: int | None = None, frames: int | None = None) -> dict:
+    """Splat 10k 16-channel Gaussians on a head shell: torch backend on CPU at `size` (256); with a
+    GPU also gsplat.rasterization (and the torch backend) on CUDA at 512 x 512. frames: timed repeats."""
+    from onehead.camera import default_focal, default_world_to_cam, intrinsics
+
+    size, repeats = size or 256, frames or 20
+    K, world_to_cam = intrinsics(default_focal(size, size), size, size)[None], default_world_to_cam(batch=1)
+    scene = _head_shell_scene()
+    result = {"machine": _machine(), "size": size, **_splat_statistics(scene, K, world_to_cam, size)}
+    result["torch_cpu_forward_ms"] = _time_splat(scene, K, world_to_cam, size, "torch", False, repeats)
+    result["torch_cpu_forward_backward_ms"] = _time_splat(scene, K, world_to_cam, size, "torch", True, repeats)
+    if torch.cuda.is_available():
+        gpu_size = 512
+        K_gpu = intrinsics(default_focal(gpu_size, gpu_size), gpu_size, gpu_size)[None].cuda()
+        scene_gpu = {k: v.cuda() for k, v in scene.items()}
+        result["gpu"] = {"size": gpu_size, **_splat_statistics(scene_gpu, K_gpu, world_to_cam.cuda(), gpu_size)}
+        for backend in ("gsplat", "torch"):
+            for backward in (False, True):
+                key = f"{backend}_cuda_{'forward_backward' if backward else 'forward'}_ms"
+                try:
+                    result["gpu"][key] = _time_splat(scene_gpu, K_gpu, world_to_cam.cuda(), gpu_size,
+                                                     backend, backward, repeats)
+                except Exception as exc:  # e.g. gsplat missing or its CUDA build failing: report, go on
+                    result["gpu"][key] = f"failed: {exc}".splitlines()[0]
+    return result
+
+
+def report_splat(size: int | None = None, frames: int | None = None) -> dict:
+    r = bench_splat(size, frames)
+
+    def scene_line(s):
+        return (f"{s['gaussians']} Gaussians x 16 channels, {s['visible']} visible, screen radius "
+                f"mean {s['radius_mean_px']:.1f} / median {s['radius_median_px']:.0f} px, "
+                f"{s['tile_intersections']} tile intersections (max {s['max_per_tile']} per 16x16 tile)")
+
+    def ms(value):
+        return f"{value:8.1f} ms" if isinstance(value, float) else value
+
+    print(f"onehead bench splat  ({r['machine']})")
+    print(f"  scene at {r['size']}x{r['size']}: {scene_line(r)}")
+    print(f"  torch backend, CPU   forward           {ms(r['torch_cpu_forward_ms'])}")
+    print(f"  torch backend, CPU   forward+backward  {ms(r['torch_cpu_forward_backward_ms'])}")
+    if "gpu" in r:
+        g = r["gpu"]
+        print(f"  scene at {g['size']}x{g['size']}: {scene_line(g)}")
+        for backend in ("gsplat", "torch"):
+            print(f"  {backend:6s} backend, CUDA  forward           {ms(g[f'{backend}_cuda_forward_ms'])}")
+            print(f"  {backend:6s} backend, CUDA  forward+backward  {ms(g[f'{backend}_cuda_forward_backward_ms'])}")
+    return r
+
+
+def bench_synth(size: int | None = None, frames: int | None = None) -> dict:
+    """Synthetic heads: render-only frames/s (head model, rasterizer, G-buffers, texture, shading)
+    and end to end with PNG writing, for 2 identities x 1 view at `size` (256)."""
+    import tempfile
+
+    from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.head.model import load_head_model
+
+    size, frames = size or 256, frames or 48
+    head = load_head_model("basic")
+    options = SynthOptions(identities=2, sequences=1, frames=frames, views=1, size=size, seed=0, progress=False)
+    with tempfile.TemporaryDirectory() as out:
+        synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=4, size=size, progress=False))
+        start = time.perf_counter()
+        summary = synthesize(head, out, options)
+        total = time.perf_counter() - start
+    return {"machine": _machine(), "size": size, "frames": summary["frames_rendered"],
+            "render_fps": summary["render_fps"], "end_to_end_fps": summary["frames_rendered"] / total}
+
+
+def report_synth(size: int | None = None, frames: int | None = None) -> dict:
+    r = bench_synth(size, frames)
+    print(f"onehead bench synth  ({r['machine']})")
+    print(f"  {r['frames']} frames at {r['size']}x{r['size']}: rendering {r['render_fps']:.1f} frames/s; "
+          f"end to end (texture painting, PNG and npz writing) {r['end_to_end_fps']:.1f} frames/s")
+    return r
+
+
 # name -> function(size=None, frames=None) that prints its figures and returns them as a dict.
 # Each part of onehead registers its benchmark here; `onehead bench NAME` runs one.
 BENCHMARKS = {
     "track": report_track,
+    "synth": report_synth,
+    "splat": report_splat,
 }
 
 

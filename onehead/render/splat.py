@@ -408,28 +408,37 @@ def _gather_slots(tile_group, depth_start, depth_slots, tiles, means2d, conics, 
                   conics[ids], log_opacity[ids], features[ids])
 
 
-def _alphas(s: _Slots) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, S, S, D) alphas after gsplat's clamp and skip rules, and where the clamp was active."""
+def _raw_alphas(s: _Slots) -> torch.Tensor:
+    """(T, P, D) opacity * exp(-d^T Σ^-1 d / 2) at every pixel of each tile for each slot."""
+    T, S, D = s.dx.shape
     a, b, c = s.conics.unbind(-1)  # (T, D)
     row = s.log_opacity[:, None] - 0.5 * c[:, None] * s.dy**2  # (T, S rows, D)
     col = -0.5 * a[:, None] * s.dx**2  # (T, S cols, D)
     cross = -b[:, None] * s.dy  # (T, S rows, D)
-    power = row[:, :, None] + col[:, None]
+    power = row[:, :, None] + col[:, None]  # (T, S rows, S cols, D)
     power.addcmul_(cross[:, :, None], s.dx[:, None])  # log(opacity) - d^T Σ^-1 d / 2
-    alpha = power.exp_()
-    clamped = alpha > ALPHA_MAX
+    return power.exp_().reshape(T, S * S, D)
+
+
+def _apply_alpha_rules(alpha: torch.Tensor) -> torch.Tensor:
+    """In place: clamp alpha to 0.999 and zero the ones below 1/255 (gsplat's rules)."""
     alpha.clamp_(max=ALPHA_MAX)
-    alpha.masked_fill_(alpha < ALPHA_MIN, 0.0)
-    return alpha, clamped
+    just_below = torch.nextafter(torch.tensor(ALPHA_MIN, dtype=alpha.dtype), torch.tensor(0.0, dtype=alpha.dtype))
+    return F.threshold_(alpha, just_below.item(), 0.0)  # keeps alpha >= 1/255
 
 
-def _transmittance(alpha, T_start):
-    """Transmittance before (T_excl) and after (T_incl) each slot, per pixel, from T_start (T, P)."""
-    T, P = T_start.shape
-    alpha = alpha.reshape(T, P, -1)
-    T_incl = torch.cumprod(1 - alpha, -1).mul_(T_start[..., None])
-    T_excl = torch.cat([T_start[..., None], T_incl[..., :-1]], -1)
-    return alpha, T_excl, T_incl
+def _transmittances(alpha: torch.Tensor, T_start: torch.Tensor) -> torch.Tensor:
+    """(T, P, D + 1) transmittance before slot 0, after slot 0, ..., after slot D - 1, from T_start (T, P)."""
+    T_all = alpha.new_empty(*alpha.shape[:-1], alpha.shape[-1] + 1)
+    T_all[..., 0] = T_start
+    torch.sub(1, alpha, out=T_all[..., 1:])
+    return T_all.cumprod_(-1)
+
+
+def _weights(alpha: torch.Tensor, T_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w_k = alpha_k * T_before_k, zero from the slot at which a pixel stops; and that stop mask."""
+    stopped = T_all[..., 1:] <= T_MIN
+    return torch.mul(alpha, T_all[..., :-1]).masked_fill_(stopped, 0.0), stopped
 
 
 class _Composite(torch.autograd.Function):
@@ -448,12 +457,12 @@ class _Composite(torch.autograd.Function):
         rounds = torch.zeros(n_tiles, dtype=torch.long, device=device)  # depth groups each tile ran
         for depth_start, group in _depth_groups_forward(counts, T_run, rounds, depth_slots, P):
             s = _gather_slots(group, depth_start, depth_slots, tiles, *pad)
-            alpha, _ = _alphas(s)
-            alpha, T_excl, T_incl = _transmittance(alpha, T_run[group])
-            weights = alpha.mul_(T_excl).mul_(T_incl > T_MIN)  # the stopping rule
+            alpha = _apply_alpha_rules(_raw_alphas(s))
+            T_all = _transmittances(alpha, T_run[group])
+            weights, _ = _weights(alpha, T_all)
             color[group] += torch.bmm(weights, s.features)
             weight_sum[group] += weights.sum(-1)
-            T_run[group] = T_incl[..., -1]
+            T_run[group] = T_all[..., -1]
 
         ctx.tiles, ctx.depth_slots = tiles, depth_slots
         ctx.save_for_backward(means2d, conics, opacities, features, rounds, color, weight_sum)
@@ -470,29 +479,33 @@ class _Composite(torch.autograd.Function):
         grad_color = _image_to_tiles(grad_image, tiles)  # (n_tiles, P, C)
         grad_weight_sum = _image_to_tiles(grad_alpha[..., None], tiles)[..., 0]  # (n_tiles, P)
 
-        # dL/dalpha_k = T_k G_k - (S_after_k - g_alpha T_final) / (1 - alpha_k), with G_k = f_k . g,
-        # S_after_k = sum_{j > k} w_j G_j = S_total - (running sum up to k), S_total = color . g
+        # Front to back again, with G_k = f_k . g (g: the pixel's incoming gradient):
+        #   dL/dalpha_k = T_before_k G_k - (S_after_k - g_alpha T_final) / (1 - alpha_k)
+        # where S_after_k = sum_{j > k} w_j G_j = color . g - sum_{j <= k} w_j G_j.
         remaining = (color * grad_color).sum(-1) - grad_weight_sum * (1 - weight_sum)
         T_run = torch.ones(n_tiles, P, dtype=dtype, device=device)
         grads = torch.zeros(G + 1, 6, dtype=dtype, device=device)  # mean x, y; conic a, b, c; log opacity
         grad_features = torch.zeros(G + 1, C, dtype=dtype, device=device)
         for depth_start, group in _depth_groups_backward(rounds, depth_slots, P):
             s = _gather_slots(group, depth_start, depth_slots, tiles, *pad)
-            alpha, clamped = _alphas(s)
-            alpha, T_excl, T_incl = _transmittance(alpha, T_run[group])
-            T_run[group] = T_incl[..., -1]
-            weights = alpha * T_excl * (T_incl > T_MIN)
+            alpha = _raw_alphas(s)
+            clamped = alpha > ALPHA_MAX
+            alpha = _apply_alpha_rules(alpha)
+            T_all = _transmittances(alpha, T_run[group])
+            T_run[group] = T_all[..., -1]
+            weights, stopped = _weights(alpha, T_all)
+
             g = grad_color[group]  # (T, P, C)
-            grad_features.index_add_(0, s.gaussian_ids.reshape(-1),
-                                     torch.bmm(weights.transpose(1, 2), g).reshape(-1, C))
+            ids = s.gaussian_ids.reshape(-1)
+            grad_features.index_add_(0, ids, torch.bmm(weights.transpose(1, 2), g).reshape(-1, C))
             G_k = torch.bmm(g, s.features.transpose(1, 2))  # (T, P, D)
-            running = torch.cumsum(weights * G_k, -1)
-            after = remaining[group][..., None] - running  # S_after - g_alpha T_final
+            after = torch.cumsum(weights * G_k, -1)
+            torch.sub(remaining[group][..., None], after, out=after)  # S_after_k - g_alpha T_final
             remaining[group] = after[..., -1]
-            grad_alpha_k = T_excl * G_k - after / (1 - alpha)
-            # d alpha / d log(alpha_raw) = alpha where alpha was used and not clamped
-            v = (grad_alpha_k * alpha).mul_((weights > 0) & ~clamped.reshape_as(weights))
-            grads.index_add_(0, s.gaussian_ids.reshape(-1), _slot_grads(v, s).reshape(-1, 6))
+            grad_alpha_k = G_k.mul_(T_all[..., :-1]).sub_(after.div_(1 - alpha))
+            # dL/d log(alpha before the clamp): times alpha, where alpha was used and not clamped
+            v = grad_alpha_k.mul_(alpha.masked_fill_(stopped | clamped, 0.0))
+            grads.index_add_(0, ids, _slot_grads(v, s).reshape(-1, 6))
         grad_means2d = grads[:G, :2]
         grad_conics = grads[:G, 2:5]
         grad_opacities = grads[:G, 5] / opacities.clamp(min=ALPHA_MIN)  # d log(o) / d o = 1 / o
