@@ -237,10 +237,93 @@ def report_synth(size: int | None = None, frames: int | None = None) -> dict:
     return r
 
 
+def _subdivide(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Midpoint subdivision, each triangle -> 4; vertices (V, 3), faces (F, 3); shared edges share a midpoint."""
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values  # (3F, 2)
+    unique, edge_id = torch.unique(edges, dim=0, return_inverse=True)
+    midpoints = vertices[unique].mean(1)
+    m01, m12, m20 = (edge_id.view(3, -1) + len(vertices)).unbind(0)
+    a, b, c = faces.unbind(1)
+    new_faces = torch.cat([torch.stack(f, 1) for f in ((a, m01, m20), (m01, b, m12), (m20, m12, c), (m01, m12, m20))])
+    return torch.cat([vertices, midpoints]), new_faces
+
+
+def _time_ms(fn, runs: int, warmup: int = 3) -> tuple[float, float]:
+    """Mean and median wall time of fn() in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.mean(times)), float(np.median(times))
+
+
+def bench_raster(size: int | None = None, frames: int | None = None) -> dict:
+    """rasterize_mesh on the open head model (~10k faces) and its midpoint subdivision (~40k) on CPU."""
+    from onehead.camera import default_focal, default_world_to_cam, intrinsics, world_to_camera
+    from onehead.head.model import load_head_model
+    from onehead.render import rasterize as raster
+
+    size, runs = size or 512, frames or 20
+    head = load_head_model("basic")
+    K = intrinsics(default_focal(size, size), size, size)
+    world_to_cam = default_world_to_cam(0.6)
+    world_to_cam[1, 3] -= 0.03  # frames the head so that it covers about 40% of the image
+    meshes = {"head": (head.v_template, head.faces)}
+    meshes["head, subdivided"] = _subdivide(*meshes["head"])
+    results = []
+    for name, (vertices, faces) in meshes.items():
+        vertices = vertices[None]
+        fragments = raster.rasterize_mesh(vertices, faces, K, world_to_cam, size, size)
+
+        def visibility_only():  # the no-grad visibility pass alone, without barycentrics and depth
+            cam = world_to_camera(vertices, world_to_cam[None])
+            drawable = raster._drawable_faces(cam, faces, 1e-3, False)
+            raster._visible_faces(raster._pixels(cam, K[None]), cam[..., 2], faces, drawable, size, size)
+
+        tracked = vertices.clone().requires_grad_(True)
+
+        def forward_backward():
+            fragments = raster.rasterize_mesh(tracked, faces, K, world_to_cam, size, size)
+            (fragments.depth.sum() + fragments.bary[..., 0].sum()).backward()
+
+        results.append({
+            "mesh": name, "faces": len(faces), "coverage": float(fragments.mask.float().mean()),
+            "visibility_ms": _time_ms(visibility_only, runs),
+            "rasterize_ms": _time_ms(lambda: raster.rasterize_mesh(vertices, faces, K, world_to_cam, size, size), runs),
+            "rasterize_grad_ms": _time_ms(
+                lambda: raster.rasterize_mesh(tracked, faces, K, world_to_cam, size, size), runs),
+            "forward_backward_ms": _time_ms(forward_backward, runs),
+        })
+    return {"machine": _machine(), "size": size, "runs": runs, "meshes": results}
+
+
+def report_raster(size: int | None = None, frames: int | None = None) -> dict:
+    r = bench_raster(size, frames)
+    print(f"onehead bench raster  ({r['machine']})")
+    print(f"  {r['size']}x{r['size']} image, backend torch, mean / median of {r['runs']} runs after warm-up")
+    for m in r["meshes"]:
+        print(f"  {m['mesh']}: {m['faces']} faces, {100 * m['coverage']:.1f}% of the pixels covered")
+        for key, label in [("visibility_ms", "visibility only (face index)"),
+                           ("rasterize_ms", "rasterize_mesh (+ barycentrics, depth)"),
+                           ("rasterize_grad_ms", "rasterize_mesh, vertices requiring grad"),
+                           ("forward_backward_ms", "  ... plus backward")]:
+            mean, median = m[key]
+            print(f"    {label:<42s} {mean:7.1f} / {median:7.1f} ms")
+    return r
+
+
 # name -> function(size=None, frames=None) that prints its figures and returns them as a dict.
 # Each part of onehead registers its benchmark here; `onehead bench NAME` runs one.
 BENCHMARKS = {
     "track": report_track,
+    "raster": report_raster,
     "synth": report_synth,
     "splat": report_splat,
 }

@@ -44,7 +44,8 @@ from onehead.camera import nvdiffrast_projection, pytorch3d_camera_params, world
 from onehead.errors import ConfigError
 
 BACKENDS = ("auto", "torch", "pytorch3d", "nvdiffrast")
-TILE = 8  # tile side in pixels (a power of two)
+TILE_BITS = 3
+TILE = 1 << TILE_BITS  # tile side in pixels
 MAX_TILE_PIXELS = 1 << 22  # pixel centres tested per chunk of (face, tile) pairs: bounds memory
 _NO_HIT = torch.iinfo(torch.int64).max
 
@@ -266,8 +267,9 @@ def _face_setup(pixels, depth, faces, drawable, height, width) -> dict:
     inv_z_x = -(weight * direction64[..., 1]).sum(1)
     inv_z_y = (weight * direction64[..., 0]).sum(1)
     inv_z_0 = (weight * (direction64[..., 1] * start64[..., 0] - direction64[..., 0] * start64[..., 1])).sum(1)
-    return {"global_id": ids, "faces_per_mesh": num_faces, "start": start, "direction": direction,
-            "owns_ties": owns_ties, "inv_z": torch.stack([inv_z_0, inv_z_x, inv_z_y], 1),
+    edges = torch.cat([start[..., 0], start[..., 1], direction[..., 0], direction[..., 1]], 1)  # (N, 12)
+    return {"global_id": ids, "faces_per_mesh": num_faces, "edges": edges.T.contiguous(),
+            "owns_ties": owns_ties.T.contiguous(), "inv_z": torch.stack([inv_z_0, inv_z_x, inv_z_y], 1),
             "box": torch.stack([x0[ids], y0[ids], x1[ids], y1[ids]], 1).long()}
 
 
@@ -290,33 +292,40 @@ def _face_tile_pairs(setup: dict, height: int, width: int):
 
 
 def _hits_in_tiles(setup: dict, pair_face, tile_x, tile_y, height: int, width: int):
-    """Test every pixel centre of each (face, tile) pair: (pixel ids, packed depth/face keys) of hits."""
-    offsets = torch.arange(TILE, device=pair_face.device)
-    px = tile_x.unsqueeze(1) * TILE + offsets  # (P, TILE) pixel columns
-    py = tile_y.unsqueeze(1) * TILE + offsets  # (P, TILE) pixel rows
-    dtype = setup["start"].dtype
-    start = setup["start"][pair_face]  # (P, 3, 2)
-    direction = setup["direction"][pair_face]
+    """Test every pixel centre of each (face, tile) pair: (pixel ids, packed depth/face keys) of hits.
+
+    Arrays are laid out (..., P) with the pair index last, so every operation runs over long
+    contiguous rows.
+    """
+    num_pairs = len(pair_face)
+    offsets = torch.arange(TILE, device=pair_face.device).unsqueeze(1)
+    px = tile_x * TILE + offsets  # (TILE, P) pixel columns of each tile
+    py = tile_y * TILE + offsets  # (TILE, P) pixel rows
+    edges = setup["edges"]
+    start_x, start_y, d_x, d_y = edges.index_select(1, pair_face).view(4, 3, 1, num_pairs)  # (3 edges, 1, P)
 
     # w_k >= 0  <=>  row_k[y] >= col_k[x], with row_k = D.x (y - s.y) and col_k = D.y (x - s.x).
-    row = direction[..., 0:1] * (py.to(dtype).unsqueeze(1) - start[..., 1:2])  # (P, 3, TILE)
-    col = direction[..., 1:2] * (px.to(dtype).unsqueeze(1) - start[..., 0:1])
+    row = d_x * (py.to(edges.dtype) - start_y)  # (3, TILE, P)
+    col = d_y * (px.to(edges.dtype) - start_x)
     # Edges that do not own their ties need w_k > 0: lower row by one ulp so that >= acts as >.
-    row = torch.where(setup["owns_ties"][pair_face].unsqueeze(-1), row,
-                      torch.nextafter(row, torch.tensor(-torch.inf, dtype=dtype, device=row.device)))
-    row = row.masked_fill((py >= height).unsqueeze(1), -torch.inf)  # tile parts beyond the image
-    col = col.masked_fill((px >= width).unsqueeze(1), torch.inf)
-    inside = row.unsqueeze(-1) >= col.unsqueeze(-2)  # (P, 3, TILE rows, TILE cols)
-    inside = inside[:, 0] & inside[:, 1] & inside[:, 2]
+    lowered = torch.nextafter(row, torch.tensor(-torch.inf, dtype=edges.dtype, device=row.device))
+    row = torch.where(setup["owns_ties"].index_select(1, pair_face).unsqueeze(1), row, lowered)
+    if height % TILE:  # tiles reaching past the image
+        row.masked_fill_(py >= height, -torch.inf)
+    if width % TILE:
+        col.masked_fill_(px >= width, torch.inf)
+    inside = row.unsqueeze(2) >= col.unsqueeze(1)  # (3, TILE rows, TILE cols, P)
+    inside = inside[0] & inside[1] & inside[2]
 
     hit = inside.reshape(-1).nonzero().squeeze(1)
-    pair, local = hit // TILE**2, hit % TILE**2
-    hit_y, hit_x = py[pair, local // TILE], px[pair, local % TILE]
-    face = pair_face[pair]
-    inv_z = setup["inv_z"][face]
+    local, pair = hit // num_pairs, hit % num_pairs  # local = tile row * TILE + tile col
+    hit_x = tile_x.index_select(0, pair) * TILE + (local & (TILE - 1))
+    hit_y = tile_y.index_select(0, pair) * TILE + (local >> TILE_BITS)
+    face = pair_face.index_select(0, pair)
+    inv_z = setup["inv_z"].index_select(0, face)
     inv_depth = inv_z[:, 0] + inv_z[:, 1] * hit_x + inv_z[:, 2] * hit_y
     depth_bits = (1.0 / inv_depth).float().view(torch.int32).long()  # positive floats sort as their bits
-    global_id = setup["global_id"][face]
+    global_id = setup["global_id"].index_select(0, face)
     image = global_id // setup["faces_per_mesh"]
     pixel_ids = (image * height + hit_y) * width + hit_x
     return pixel_ids, (depth_bits << 32) | global_id
@@ -328,27 +337,37 @@ def _surface_at_pixels(cam: torch.Tensor, faces: torch.Tensor, face_index: torch
 
     cam (B, V, 3) camera-space vertices; face_index (B, H, W); K (B, 3, 3).
     Returns bary (B, H, W, 3) and depth (B, H, W), zeros where face_index is -1.
+    Vectors are laid out (3, P), one row per coordinate, for contiguous arithmetic.
     """
     batch, height, width = face_index.shape
-    image, row, col = torch.nonzero(face_index >= 0, as_tuple=True)
-    corners = cam[image.unsqueeze(1), faces[face_index[image, row, col]]]  # (P, 3, 3)
-    k = K[image]
-    ray = torch.stack([(col.to(cam.dtype) - k[:, 0, 2]) / k[:, 0, 0],
-                       (row.to(cam.dtype) - k[:, 1, 2]) / k[:, 1, 1], torch.ones_like(k[:, 0, 0])], -1)
+    pixel = torch.nonzero(face_index.reshape(-1) >= 0).squeeze(1)  # flat ids of covered pixels
+    image, within = pixel // (height * width), pixel % (height * width)
+    row, col = within // width, within % width
+    corner_ids = faces.index_select(0, face_index.reshape(-1).index_select(0, pixel))  # (P, 3)
+    corner_ids = corner_ids + (image * cam.shape[1]).unsqueeze(1)
+    coords = cam.reshape(-1, 3).T.contiguous()  # (xyz, B*V)
+    corners = coords.index_select(1, corner_ids.T.reshape(-1)).view(3, 3, -1)  # (xyz, corner, P)
+    fx, fy, cx, cy = K.reshape(batch, 9)[:, [0, 4, 2, 5]].T.contiguous().index_select(1, image)
+    ray = torch.stack([(col.to(cam.dtype) - cx) / fx, (row.to(cam.dtype) - cy) / fy, torch.ones_like(fx)])
     # Moller-Trumbore from the camera centre: corner0 + u e1 + v e2 = t * ray, and t is the depth (ray.z = 1).
     e1, e2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
     to_origin = -corners[:, 0]
-    p = torch.cross(ray, e2, dim=-1)
-    det = (e1 * p).sum(-1)
-    q = torch.cross(to_origin, e1, dim=-1)
-    u = (to_origin * p).sum(-1) / det
-    v = (ray * q).sum(-1) / det
-    t = (e2 * q).sum(-1) / det
+    p = _cross_rows(ray, e2)
+    det = (e1 * p).sum(0)
+    q = _cross_rows(to_origin, e1)
+    u = (to_origin * p).sum(0) / det
+    v = (ray * q).sum(0) / det
+    t = (e2 * q).sum(0) / det
     bary_hits = torch.stack([1 - u - v, u, v], -1)
 
-    bary = cam.new_zeros(batch, height, width, 3).index_put((image, row, col), bary_hits)
-    depth = cam.new_zeros(batch, height, width).index_put((image, row, col), t)
-    return bary, depth
+    bary = cam.new_zeros(batch * height * width, 3).index_copy(0, pixel, bary_hits)
+    depth = cam.new_zeros(batch * height * width).index_copy(0, pixel, t)
+    return bary.view(batch, height, width, 3), depth.view(batch, height, width)
+
+
+def _cross_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cross product of (3, P) vectors stored one coordinate per row."""
+    return torch.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
 # ---------------------------------------------------------------------------------- other backends
