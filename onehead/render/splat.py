@@ -9,6 +9,11 @@ One entry point, `splat_features`, with two backends that follow the same rules 
   2. `intersect_tiles`: which Gaussians touch which 16x16 tile, sorted by (tile, depth);
   3. `composite_tiles`: front-to-back alpha compositing per tile, with a hand-written backward.
 
+Screen boxes: as in gsplat 1.5 (not the 3 * sqrt(largest eigenvalue) of gsplat < 1.0), a Gaussian
+covers ceil(e * sqrt(Σ2d_xx)) x ceil(e * sqrt(Σ2d_yy)) pixels around its centre with
+e = min(3.33, sqrt(2 ln(255 opacity))): outside that box its alpha is below the 1/255 cut-off, so
+tiling never changes the image and a dense every-pixel-every-Gaussian reference matches it exactly.
+
 Pixel frame: the three pieces work in gsplat's frame, where pixel (row i, col j) is centred at
 (j + 0.5, i + 0.5). onehead's K puts that centre at (j, i); `splat_features` converts K once with
 `onehead.camera.to_gsplat_intrinsics`.
@@ -16,6 +21,7 @@ Pixel frame: the three pieces work in gsplat's frame, where pixel (row i, col j)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -186,8 +192,8 @@ def _splat_torch(means, scales, quats, opacities, features, K, world_to_cam, hei
                                   opacities=opacities, near=near, far=far)
     tiles = intersect_tiles(projected.means2d, projected.radii, projected.depths, height, width)
     # depth rides along as one more channel, as in gsplat's "RGB+ED"
-    channels = torch.cat([features, projected.depths[..., None].to(features.dtype)], -1)
-    image, alpha = composite_tiles(projected.means2d, projected.conics, opacities, channels, tiles)
+    channels = torch.cat([features.to(means.dtype), projected.depths[..., None]], -1)
+    image, alpha = composite_tiles(projected.means2d, projected.conics, opacities.to(means.dtype), channels, tiles)
     image, alpha = image.permute(0, 3, 1, 2), alpha[:, None]  # (B, C + 1, H, W), (B, 1, H, W)
     feature_map, depth = image[:, :-1], image[:, -1:] / alpha.clamp(min=1e-10)
     if background is not None:
@@ -423,8 +429,13 @@ def _raw_alphas(s: _Slots) -> torch.Tensor:
 def _apply_alpha_rules(alpha: torch.Tensor) -> torch.Tensor:
     """In place: clamp alpha to 0.999 and zero the ones below 1/255 (gsplat's rules)."""
     alpha.clamp_(max=ALPHA_MAX)
-    just_below = torch.nextafter(torch.tensor(ALPHA_MIN, dtype=alpha.dtype), torch.tensor(0.0, dtype=alpha.dtype))
-    return F.threshold_(alpha, just_below.item(), 0.0)  # keeps alpha >= 1/255
+    return F.threshold_(alpha, _just_below(ALPHA_MIN, alpha.dtype), 0.0)  # keeps alpha >= 1/255
+
+
+@functools.lru_cache
+def _just_below(value: float, dtype: torch.dtype) -> float:
+    """The largest number of `dtype` below `value`: `x > _just_below(v)` is `x >= v` in that dtype."""
+    return torch.nextafter(torch.tensor(value, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)).item()
 
 
 def _transmittances(alpha: torch.Tensor, T_start: torch.Tensor) -> torch.Tensor:
@@ -436,9 +447,12 @@ def _transmittances(alpha: torch.Tensor, T_start: torch.Tensor) -> torch.Tensor:
 
 
 def _weights(alpha: torch.Tensor, T_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """w_k = alpha_k * T_before_k, zero from the slot at which a pixel stops; and that stop mask."""
-    stopped = T_all[..., 1:] <= T_MIN
-    return torch.mul(alpha, T_all[..., :-1]).masked_fill_(stopped, 0.0), stopped
+    """w_k = alpha_k * T_before_k, zero from the slot at which a pixel stops; and `going`, 1.0 before it.
+
+    (Masks are kept as 0/1 floats: on CPU, bool masks and masked_fill are several times slower.)
+    """
+    going = torch.gt(T_all[..., 1:], T_MIN, out=torch.empty_like(alpha))
+    return torch.mul(alpha, T_all[..., :-1]).mul_(going), going
 
 
 class _Composite(torch.autograd.Function):
@@ -489,11 +503,11 @@ class _Composite(torch.autograd.Function):
         for depth_start, group in _depth_groups_backward(rounds, depth_slots, P):
             s = _gather_slots(group, depth_start, depth_slots, tiles, *pad)
             alpha = _raw_alphas(s)
-            clamped = alpha > ALPHA_MAX
+            unclamped = torch.le(alpha, ALPHA_MAX, out=torch.empty_like(alpha))
             alpha = _apply_alpha_rules(alpha)
             T_all = _transmittances(alpha, T_run[group])
             T_run[group] = T_all[..., -1]
-            weights, stopped = _weights(alpha, T_all)
+            weights, going = _weights(alpha, T_all)
 
             g = grad_color[group]  # (T, P, C)
             ids = s.gaussian_ids.reshape(-1)
@@ -504,7 +518,7 @@ class _Composite(torch.autograd.Function):
             remaining[group] = after[..., -1]
             grad_alpha_k = G_k.mul_(T_all[..., :-1]).sub_(after.div_(1 - alpha))
             # dL/d log(alpha before the clamp): times alpha, where alpha was used and not clamped
-            v = grad_alpha_k.mul_(alpha.masked_fill_(stopped | clamped, 0.0))
+            v = grad_alpha_k.mul_(alpha.mul_(going).mul_(unclamped))
             grads.index_add_(0, ids, _slot_grads(v, s).reshape(-1, 6))
         grad_means2d = grads[:G, :2]
         grad_conics = grads[:G, 2:5]
