@@ -266,7 +266,7 @@ def _time_ms(fn, runs: int, warmup: int = 3) -> tuple[float, float]:
 
 def bench_raster(size: int | None = None, frames: int | None = None) -> dict:
     """rasterize_mesh on the open head model (~10k faces) and its midpoint subdivision (~40k) on CPU."""
-    from onehead.camera import default_focal, default_world_to_cam, intrinsics, world_to_camera
+    from onehead.camera import default_focal, default_world_to_cam, intrinsics, project, world_to_camera
     from onehead.head.model import load_head_model
     from onehead.render import rasterize as raster
 
@@ -283,9 +283,9 @@ def bench_raster(size: int | None = None, frames: int | None = None) -> dict:
         fragments = raster.rasterize_mesh(vertices, faces, K, world_to_cam, size, size)
 
         def visibility_only():  # the no-grad visibility pass alone, without barycentrics and depth
-            cam = world_to_camera(vertices, world_to_cam[None])
-            drawable = raster._drawable_faces(cam, faces, 1e-3, False)
-            raster._visible_faces(raster._pixels(cam, K[None]), cam[..., 2], faces, drawable, size, size)
+            drawable = raster._drawable_faces(world_to_camera(vertices, world_to_cam[None]), faces, 1e-3, False)
+            pixels, depth = project(vertices, K[None], world_to_cam[None])
+            raster._visible_faces(pixels, depth, faces, drawable, size, size)
 
         tracked = vertices.clone().requires_grad_(True)
 

@@ -149,9 +149,14 @@ def test_matches_ray_caster_float64(seed, size):
     height, width = size
     world, faces, K, w2c = random_scene(seed, height, width)
     fragments, face, _ = compare_with_reference(world, faces, K, w2c, height, width, torch.float64)
-    # The scenes exercise what they are meant to: background, occlusion, faces behind `near`.
+    # The scenes exercise what they are meant to: background, occlusion, faces behind `near`,
+    # visible faces crossing the image border.
     assert (face < 0).any() and len(np.unique(face)) > 10
     assert not np.isin([0, 1, 2], fragments.face_index.numpy()).any()
+    visible = np.unique(face[face >= 0])
+    pixels = project(*to_torch(world[None], K, w2c))[0][0].numpy()[faces[visible]]  # (n, 3, 2)
+    outside = (pixels < -0.5).any(-1) | (pixels[..., 0] > width - 0.5) | (pixels[..., 1] > height - 0.5)
+    assert outside.any(1).sum() >= 2
 
 
 @pytest.mark.parametrize("seed", range(4, 7))
@@ -322,6 +327,16 @@ def test_uv_rasterization_of_the_head_layout(head):
     points = interpolate(fragments, head.faces, posed)[0][rows, cols]
     corners = posed[0][head.faces[fragments.face_index[0, rows, cols]]]
     assert torch.all(points >= corners.amin(1) - 1e-6) and torch.all(points <= corners.amax(1) + 1e-6)
+
+
+def test_nothing_to_draw_is_background():
+    # One face behind the camera, one degenerate (collinear corners): nothing is drawn.
+    vertices = torch.tensor([[[0, 0, -1.0], [1, 0, -1], [0, 1, -1], [0, 0, 2], [0.1, 0.1, 2], [0.2, 0.2, 2]]])
+    faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    fragments = rasterize_mesh(vertices, faces, intrinsics(10.0, 8, 8), torch.eye(4), 8, 8)
+    assert torch.all(fragments.face_index == -1)
+    assert torch.all(fragments.bary == 0) and torch.all(fragments.depth == 0)
+    assert torch.all(interpolate(fragments, faces, vertices) == 0)
 
 
 def test_bad_inputs_raise_config_error():

@@ -30,7 +30,10 @@ Coverage rules (torch backend):
   the head model, whose normals point outwards.
 - A face with any vertex at camera z <= `near` is dropped whole (no clipping), as are faces of
   zero projected area. Faces crossing the image border are drawn on the part inside.
-- Ties in depth go to the lower face index.
+- Depths are compared as float32 (the packed key); equal depths go to the lower face index.
+- Screen positions are float32 for float32 vertices: coverage is exact for the given float
+  positions, but a vertex a million pixels off-screen moves edges by ~0.1 px (float64 input
+  avoids that).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
-from onehead.camera import nvdiffrast_projection, pytorch3d_camera_params, world_to_camera
+from onehead.camera import nvdiffrast_projection, project, pytorch3d_camera_params, world_to_camera
 from onehead.errors import ConfigError
 
 BACKENDS = ("auto", "torch", "pytorch3d", "nvdiffrast")
@@ -89,8 +92,8 @@ def rasterize_mesh(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor,
     with torch.no_grad():
         drawable = _drawable_faces(cam.detach(), faces, near, cull_backfaces)
         if backend == "torch":
-            pixels = _pixels(cam.detach(), K)
-            face_index = _visible_faces(pixels, cam[..., 2].detach(), faces, drawable, height, width)
+            pixels, depth = project(vertices.detach(), K, world_to_cam)
+            face_index = _visible_faces(pixels, depth, faces, drawable, height, width)
         elif backend == "pytorch3d":
             face_index = _visible_faces_pytorch3d(vertices.detach(), faces, drawable, K, world_to_cam,
                                                   height, width)
@@ -136,8 +139,7 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, attributes: torch.Ten
     """
     face_index = fragments.face_index
     batch = face_index.shape[0]
-    if faces.dim() != 2 or faces.shape[1] != 3 or faces.dtype in (torch.float16, torch.float32, torch.float64):
-        raise ConfigError(f"interpolate: faces must be an integer (F, 3) tensor, got {tuple(faces.shape)}")
+    _check_faces(faces)
     if attributes.dim() == 2:
         attributes = attributes.unsqueeze(0).expand(batch, -1, -1)
     if attributes.dim() != 3 or attributes.shape[0] != batch:
@@ -171,11 +173,15 @@ def _resolve_backend(backend: str) -> str:
 def _check_vertices_and_faces(vertices: torch.Tensor, faces: torch.Tensor) -> int:
     if not torch.is_floating_point(vertices) or vertices.dim() != 3 or vertices.shape[-1] != 3:
         raise ConfigError(f"vertices must be a float (B, V, 3) tensor, got {tuple(vertices.shape)}")
-    if faces.dim() != 2 or faces.shape[1] != 3 or torch.is_floating_point(faces) or faces.dtype == torch.bool:
-        raise ConfigError(f"faces must be an integer (F, 3) tensor, got {faces.dtype} {tuple(faces.shape)}")
+    _check_faces(faces)
     if len(faces) and (faces.min() < 0 or faces.max() >= vertices.shape[1]):
         raise ConfigError(f"faces index vertices outside 0..{vertices.shape[1] - 1}")
     return vertices.shape[0]
+
+
+def _check_faces(faces: torch.Tensor) -> None:
+    if faces.dim() != 2 or faces.shape[1] != 3 or torch.is_floating_point(faces) or faces.dtype == torch.bool:
+        raise ConfigError(f"faces must be an integer (F, 3) tensor, got {faces.dtype} {tuple(faces.shape)}")
 
 
 def _batched(matrix: torch.Tensor, shape: tuple[int, int], batch: int, name: str) -> torch.Tensor:
@@ -194,20 +200,13 @@ def _check_size(height, width) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------- visibility
-def _pixels(cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """(B, V, 3) camera points -> (B, V, 2) pixels, as onehead.camera.project (no clamping needed:
-    faces with a vertex behind `near` are not drawn)."""
-    focal = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1).unsqueeze(1)
-    return cam[..., :2] / cam[..., 2:] * focal + K[:, None, :2, 2]
-
-
 def _drawable_faces(cam: torch.Tensor, faces: torch.Tensor, near: float, cull_backfaces: bool) -> torch.Tensor:
-    """(B, F) bool: faces wholly in front of `near`, and facing the camera if culling."""
+    """(B, F) bool: faces with an area, wholly in front of `near`, and facing the camera if culling."""
     corners = cam[:, faces]  # (B, F, 3, 3)
-    drawable = corners[..., 2].amin(-1) > near
+    normal = torch.linalg.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0])
+    drawable = (corners[..., 2].amin(-1) > near) & normal.ne(0).any(-1)
     if cull_backfaces:
         # The normal points away from a camera at the origin when it agrees with the corner's position.
-        normal = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1)
         drawable &= (normal * corners[:, :, 0]).sum(-1) < 0
     return drawable
 
