@@ -131,8 +131,9 @@ def _splat_statistics(scene: dict, K: torch.Tensor, world_to_cam: torch.Tensor, 
             "max_per_tile": int(tiles.counts().max())}
 
 
-def _time_splat(scene: dict, K, world_to_cam, size: int, backend: str, backward: bool, repeats: int) -> float:
-    """Median milliseconds of one splat_features call (and its backward)."""
+def _time_splat(scene: dict, K, world_to_cam, size: int, backend: str, backward: bool,
+                repeats: int) -> tuple[float, float]:
+    """Median and best milliseconds of one splat_features call (and its backward)."""
     from onehead.render.splat import splat_features
 
     def once():
@@ -155,7 +156,7 @@ def _time_splat(scene: dict, K, world_to_cam, size: int, backend: str, backward:
         once()
         synchronize()
         times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * float(np.median(times)), 1000 * min(times)
 
 
 def bench_splat(size: int | None = None, frames: int | None = None) -> dict:
@@ -167,8 +168,10 @@ def bench_splat(size: int | None = None, frames: int | None = None) -> dict:
     K, world_to_cam = intrinsics(default_focal(size, size), size, size)[None], default_world_to_cam(batch=1)
     scene = _head_shell_scene()
     result = {"machine": _machine(), "size": size, **_splat_statistics(scene, K, world_to_cam, size)}
-    result["torch_cpu_forward_ms"] = _time_splat(scene, K, world_to_cam, size, "torch", False, repeats)
-    result["torch_cpu_forward_backward_ms"] = _time_splat(scene, K, world_to_cam, size, "torch", True, repeats)
+    for backward in (False, True):
+        key = f"torch_cpu_{'forward_backward' if backward else 'forward'}"
+        result[f"{key}_ms"], result[f"{key}_best_ms"] = _time_splat(scene, K, world_to_cam, size, "torch",
+                                                                    backward, repeats)
     if torch.cuda.is_available():
         gpu_size = 512
         K_gpu = intrinsics(default_focal(gpu_size, gpu_size), gpu_size, gpu_size)[None].cuda()
@@ -176,12 +179,12 @@ def bench_splat(size: int | None = None, frames: int | None = None) -> dict:
         result["gpu"] = {"size": gpu_size, **_splat_statistics(scene_gpu, K_gpu, world_to_cam.cuda(), gpu_size)}
         for backend in ("gsplat", "torch"):
             for backward in (False, True):
-                key = f"{backend}_cuda_{'forward_backward' if backward else 'forward'}_ms"
+                key = f"{backend}_cuda_{'forward_backward' if backward else 'forward'}"
                 try:
-                    result["gpu"][key] = _time_splat(scene_gpu, K_gpu, world_to_cam.cuda(), gpu_size,
-                                                     backend, backward, repeats)
+                    result["gpu"][f"{key}_ms"], result["gpu"][f"{key}_best_ms"] = _time_splat(
+                        scene_gpu, K_gpu, world_to_cam.cuda(), gpu_size, backend, backward, repeats)
                 except Exception as exc:  # e.g. gsplat missing or its CUDA build failing: report, go on
-                    result["gpu"][key] = f"failed: {exc}".splitlines()[0]
+                    result["gpu"][f"{key}_ms"] = result["gpu"][f"{key}_best_ms"] = f"failed: {exc}".splitlines()[0]
     return result
 
 
@@ -193,19 +196,20 @@ def report_splat(size: int | None = None, frames: int | None = None) -> dict:
                 f"mean {s['radius_mean_px']:.1f} / median {s['radius_median_px']:.0f} px, "
                 f"{s['tile_intersections']} tile intersections (max {s['max_per_tile']} per 16x16 tile)")
 
-    def ms(value):
-        return f"{value:8.1f} ms" if isinstance(value, float) else value
+    def ms(figures, key):
+        median, best = figures[f"{key}_ms"], figures[f"{key}_best_ms"]
+        return f"{median:8.1f} ms (best {best:.1f})" if isinstance(median, float) else median
 
     print(f"onehead bench splat  ({r['machine']})")
     print(f"  scene at {r['size']}x{r['size']}: {scene_line(r)}")
-    print(f"  torch backend, CPU   forward           {ms(r['torch_cpu_forward_ms'])}")
-    print(f"  torch backend, CPU   forward+backward  {ms(r['torch_cpu_forward_backward_ms'])}")
+    print(f"  torch backend, CPU   forward           {ms(r, 'torch_cpu_forward')}")
+    print(f"  torch backend, CPU   forward+backward  {ms(r, 'torch_cpu_forward_backward')}")
     if "gpu" in r:
         g = r["gpu"]
         print(f"  scene at {g['size']}x{g['size']}: {scene_line(g)}")
         for backend in ("gsplat", "torch"):
-            print(f"  {backend:6s} backend, CUDA  forward           {ms(g[f'{backend}_cuda_forward_ms'])}")
-            print(f"  {backend:6s} backend, CUDA  forward+backward  {ms(g[f'{backend}_cuda_forward_backward_ms'])}")
+            print(f"  {backend:6s} backend, CUDA  forward           {ms(g, f'{backend}_cuda_forward')}")
+            print(f"  {backend:6s} backend, CUDA  forward+backward  {ms(g, f'{backend}_cuda_forward_backward')}")
     return r
 
 

@@ -350,7 +350,7 @@ def intersect_tiles(means2d: torch.Tensor, radii: torch.Tensor, depths: torch.Te
 
 def composite_tiles(means2d: torch.Tensor, conics: torch.Tensor, opacities: torch.Tensor,
                     features: torch.Tensor, tiles: TileIntersections,
-                    depth_slots: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                    depth_slots: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Front-to-back alpha compositing of projected Gaussians, tile by tile.
 
     means2d (B, N, 2) gsplat pixel frame, conics (B, N, 3), opacities (B, N), features (B, N, C);
