@@ -195,10 +195,10 @@ def test_torch_splatter_matches_the_dense_reference(name):
 
 
 def test_float32_splatter_is_close_to_the_float64_reference():
-    """float32 arithmetic (eps 1.2e-7) over ~50 composited terms of O(1) values: 1e-4."""
+    """float32 rounding (eps 6e-8 per operation, tens of operations per O(1) value, measured 8e-7): 1e-5."""
     scene = random_scene(seed=4, dtype=torch.float32)
     worst = max_differences(splat(scene, backend="torch"), reference(scene))
-    assert max(worst) < 1e-4, f"max |float32 torch - float64 dense| (features, alpha, depth) = {worst}"
+    assert max(worst) < 1e-5, f"max |float32 torch - float64 dense| (features, alpha, depth) = {worst}"
 
 
 def test_auto_backend_on_cpu_is_torch():
@@ -338,9 +338,11 @@ def test_torch_backend_matches_gsplat_rasterization_on_cuda():
     s = {k: v.cuda() if torch.is_tensor(v) else v for k, v in s.items()}
     background = torch.tensor([0.2, 0.0, -0.5, 1.0, 0.3], device="cuda")
     ours, theirs = splat(s, backend="torch", background=background), splat(s, backend="gsplat", background=background)
-    diffs = [(a - b).abs() for a, b in zip((ours.features, ours.alpha, ours.depth),
-                                            (theirs.features, theirs.alpha, theirs.depth))]
-    message = "max |torch - gsplat| (features, alpha, depth) = " + ", ".join(f"{d.max().item():.3g}" for d in diffs)
+    # depth is compared as alpha * depth: where alpha is just 1/255 a flipped cut-off would jump it by z
+    diffs = [(a - b).abs() for a, b in zip((ours.features, ours.alpha, ours.alpha * ours.depth),
+                                            (theirs.features, theirs.alpha, theirs.alpha * theirs.depth))]
+    message = ("max |torch - gsplat| (features, alpha, alpha * depth) = "
+               + ", ".join(f"{d.max().item():.3g}" for d in diffs))
     # gsplat uses fast-math exp in float32: a contribution at exactly the 1/255 cut-off may flip
     # (a jump of ~0.004 |f|), everything else agrees to float32 rounding
     assert all(d.mean() < 1e-4 for d in diffs), message
