@@ -113,3 +113,26 @@ def test_demo_writes_its_files(capsys, tmp_path):
     assert tracking.valid.all() and tracking.fit_error[0] < 0.06
     with Image.open(png) as picture:
         assert picture.size == (512, 512)
+
+
+def test_synth_and_render_debug_write_their_files(tmp_path, capsys):
+    from onehead.data.sequence import open_sequence, read_pairs
+
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "--identities", "2", "--sequences", "1", "--frames", "2", "--views", "2",
+                 "--size", "48", "--cross-pairs", "--quiet"]) == 0
+    assert "wrote 4 sequences" in capsys.readouterr().out
+    assert len(read_pairs(out)) == 2
+    assert open_sequence(out / "id000_s00").views["cam01"].frame(1).shape == (48, 48, 3)
+
+    sheet = tmp_path / "sheet.png"
+    assert main(["render-debug", "--out", str(sheet), "--size", "64"]) == 0
+    picture = np.asarray(Image.open(sheet))
+    assert picture.shape[1] == 8 * 64 and picture.shape[0] > 3 * 64  # 8 buffers x 3 views, plus the UV row
+    assert picture[..., 0].std() > 10  # not a blank image
+
+
+def test_synth_bad_options_exit_2(capsys, tmp_path):
+    for args, words in ((["--frames", "0"], "at least 1"), (["--identities", "1", "--cross-pairs"], "2 identities")):
+        code, lines = _run_error(capsys, ["synth", str(tmp_path / "out"), *args, "--quiet"])
+        assert code == 2 and len(lines) == 1 and words in lines[0], lines
