@@ -106,3 +106,15 @@ def nvdiffrast_projection(K: torch.Tensor, height: int, width: int, near: float,
     P[:, 2, 3] = -2 * far * near / (far - near)
     P[:, 3, 2] = 1.0
     return P
+
+
+def scale_intrinsics(K: torch.Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> torch.Tensor:
+    """K for the same camera after resizing its image from (H, W) to (H', W'): pixel edges scale,
+    so a pixel centre x maps to (x + 0.5) * W' / W - 0.5."""
+    sy, sx = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    K = K.clone()
+    K[..., 0, 0] *= sx
+    K[..., 1, 1] *= sy
+    K[..., 0, 2] = (K[..., 0, 2] + 0.5) * sx - 0.5
+    K[..., 1, 2] = (K[..., 1, 2] + 0.5) * sy - 0.5
+    return K

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from onehead.camera import scale_intrinsics
 from onehead.data.sequence import Sequence, View, list_sequences, open_sequence
 from onehead.errors import MediaReadError, OneheadError
 
@@ -141,12 +142,6 @@ def _params(view: View, frames: list[int], squeeze: bool = False) -> dict:
 def _resize(images, masks, K, size):
     """Resize frames to size x size; K follows (pixel centres stay at integer coordinates)."""
     h, w = images.shape[-2:]
-    sy, sx = size / h, size / w
     images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     masks = F.interpolate(masks, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    K = K.clone()
-    K[:, 0, 0] *= sx
-    K[:, 1, 1] *= sy
-    K[:, 0, 2] = (K[:, 0, 2] + 0.5) * sx - 0.5
-    K[:, 1, 2] = (K[:, 1, 2] + 0.5) * sy - 0.5
-    return images, masks, K
+    return images, masks, scale_intrinsics(K, (h, w), (size, size))
