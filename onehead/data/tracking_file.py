@@ -59,6 +59,14 @@ class Tracking:
             "translation": self.translation[frames].astype(np.float32),
         }
 
+    def select(self, frames) -> "Tracking":
+        """The same tracking restricted to some frames (a slice, a range or a list of indices)."""
+        index = np.arange(self.num_frames)[frames]
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in _PER_FRAME:
+            values[key] = np.asarray(values[key])[index]
+        return Tracking(**values)
+
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

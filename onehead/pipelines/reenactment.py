@@ -1,0 +1,142 @@
+"""From user inputs to what a one-shot model renders: the reference crop and the driving motion.
+
+Shared by every one-shot mode (the Animator now, the tri-plane mode later) and by evaluation.
+Cross-identity: the shape comes from the reference; expression, jaw, eyes and head motion from
+the driving frames.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from onehead.camera import project, scale_intrinsics
+from onehead.data.images import load_image
+from onehead.data.tracking_file import Tracking, load_tracking
+from onehead.errors import ConfigError
+
+
+@dataclass
+class Reference:
+    image: np.ndarray  # (S, S, 3) uint8, framed like onehead's data (onehead.data.prepare)
+    tracking: Tracking  # one frame, at the camera of `image`
+
+
+@dataclass
+class Motion:
+    tracking: Tracking  # what to render: reference shape, driving motion, output cameras
+    frames: np.ndarray | None  # the driving video's frames (T, H, W, 3), when it was a video
+
+
+def prepare_reference(reference, head, size: int, reference_tracking=None, progress: bool = False) -> Reference:
+    """Track (or take the given tracking of) a reference portrait and crop it to `size`."""
+    import cv2
+
+    from onehead.data.prepare import crop_affine, crop_boxes, crop_tracking
+    from onehead.tracking.tracker import TrackOptions, track_image
+
+    image = load_image(reference)
+    if reference_tracking is not None:
+        tracking = _as_tracking(reference_tracking).select([0])
+        h, w = image.shape[:2]
+        if tuple(int(v) for v in tracking.image_size) != (h, w):
+            raise ConfigError(f"the reference tracking is for {tuple(tracking.image_size)} images, "
+                              f"the reference is {(h, w)}")
+        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < h else cv2.INTER_CUBIC)
+        K = scale_intrinsics(torch.as_tensor(tracking.K), (h, w), (size, size)).numpy()
+        return Reference(resized, replace(tracking, K=K, image_size=np.array([size, size])))
+    tracking = track_image(image, head, TrackOptions(progress=progress), name=_name(reference))
+    box = crop_boxes(tracking.landmarks68, tracking.valid, smooth_frames=0)[0]
+    affine = crop_affine(box, size)
+    crop = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_AREA if affine[0, 0] < 1 else cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return Reference(crop, crop_tracking(tracking, affine[None], size))
+
+
+def driving_motion(driving, reference: Reference, head, size: int, camera=None, max_frames: int | None = None,
+                   progress: bool = False) -> Motion:
+    """The motion to render: the reference's shape with the driving frames' expression, jaw,
+    eyes and head pose. camera: None (the reference's camera, head motion relative to the first
+    driving frame), "driving" (the driving cameras and absolute poses) or (K, world_to_cam)."""
+    from onehead.data.video import read_frames
+    from onehead.tracking.tracker import TrackOptions, track_frames
+
+    frames = None
+    if isinstance(driving, Tracking) or (isinstance(driving, (str, os.PathLike)) and str(driving).endswith(".npz")):
+        tracking = _as_tracking(driving)
+    else:
+        frames, fps = read_frames(driving, max_frames=max_frames)
+        tracking = track_frames(frames, fps, head, TrackOptions(progress=progress), name=_name(driving))
+    count = tracking.num_frames if max_frames is None else min(max_frames, tracking.num_frames)
+    tracking = tracking.select(slice(0, count))
+    frames = None if frames is None else frames[:count]
+
+    values = {
+        "shape": _fit(reference.tracking.shape, head.num_shape),
+        "expression": _fit(tracking.expression, head.num_expression),
+        "jaw_pose": tracking.jaw_pose, "eye_pose": tracking.eye_pose, "neck_pose": tracking.neck_pose,
+    }
+    if isinstance(camera, str) and camera == "driving":
+        values["global_pose"], values["translation"] = tracking.global_pose, tracking.translation
+        K = scale_intrinsics(torch.as_tensor(tracking.K), tuple(int(v) for v in tracking.image_size),
+                             (size, size)).numpy()
+        world_to_cam = tracking.world_to_cam
+    else:
+        values["global_pose"], values["translation"] = _relative_motion(tracking, reference.tracking)
+        if camera is None:
+            K, world_to_cam = reference.tracking.K[0], reference.tracking.world_to_cam[0]
+        elif isinstance(camera, (tuple, list)) and len(camera) == 2:
+            K, world_to_cam = (np.asarray(c, np.float32) for c in camera)
+            if K.shape != (3, 3) or world_to_cam.shape != (4, 4):
+                raise ConfigError("camera must be (K (3, 3), world_to_cam (4, 4)) at the output resolution")
+        else:
+            raise ConfigError(f"camera must be None, 'driving' or (K, world_to_cam); got {camera!r}")
+        K = np.repeat(np.asarray(K, np.float32)[None], count, 0)
+        world_to_cam = np.repeat(np.asarray(world_to_cam, np.float32)[None], count, 0)
+
+    rendered = Tracking(
+        shape=values["shape"], expression=values["expression"].astype(np.float32),
+        global_pose=values["global_pose"].astype(np.float32), neck_pose=values["neck_pose"].astype(np.float32),
+        jaw_pose=values["jaw_pose"].astype(np.float32), eye_pose=values["eye_pose"].astype(np.float32),
+        translation=values["translation"].astype(np.float32), K=K.astype(np.float32),
+        world_to_cam=world_to_cam.astype(np.float32), landmarks68=np.zeros((count, 68, 2), np.float32),
+        landmarks_mp=np.full((count, 478, 2), np.nan, np.float32), valid=tracking.valid,
+        fit_error=tracking.fit_error, image_size=np.array([size, size]), fps=tracking.fps,
+        head_model=head.kind)
+    with torch.no_grad():
+        params = {k: torch.as_tensor(v) for k, v in rendered.head_params().items()}
+        points, _ = project(head(**params).landmarks68, torch.as_tensor(rendered.K), torch.as_tensor(rendered.world_to_cam))
+    rendered.landmarks68 = points.numpy().astype(np.float32)
+    return Motion(rendered, frames)
+
+
+def _relative_motion(driving: Tracking, reference: Tracking) -> tuple[np.ndarray, np.ndarray]:
+    """Head rotation and translation of the driving frames relative to their first frame,
+    applied to the reference's pose: R_t = R_drv(t) R_drv(0)^T R_ref, x_t = x_ref + x_drv(t) - x_drv(0)."""
+    first = Rotation.from_rotvec(driving.global_pose[0])
+    ref = Rotation.from_rotvec(reference.global_pose[0])
+    rotations = Rotation.from_rotvec(driving.global_pose) * first.inv() * ref
+    translation = reference.translation[0] + driving.translation - driving.translation[0]
+    return rotations.as_rotvec().astype(np.float32), translation.astype(np.float32)
+
+
+def _fit(values: np.ndarray, size: int) -> np.ndarray:
+    """Truncate or zero-pad the last axis to `size` (trackings of models with other basis sizes)."""
+    values = np.asarray(values, np.float32)
+    if values.shape[-1] >= size:
+        return values[..., :size]
+    pad = [(0, 0)] * (values.ndim - 1) + [(0, size - values.shape[-1])]
+    return np.pad(values, pad)
+
+
+def _as_tracking(source) -> Tracking:
+    return source if isinstance(source, Tracking) else load_tracking(source)
+
+
+def _name(source) -> str:
+    return str(source) if isinstance(source, (str, Path)) else "reference image"
