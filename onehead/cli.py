@@ -102,6 +102,33 @@ def cmd_render_debug(args) -> int:
     return 0
 
 
+def cmd_animate(args) -> int:
+    import numpy as np
+    import torch
+
+    from onehead.data.video import write_video
+    from onehead.pipelines.animator import load_animator
+    from onehead.render.visualize import side_by_side
+
+    animator = load_animator(args.checkpoint)
+    start = time.perf_counter()
+    result = animator.animate(args.reference, args.driving, num_steps=args.steps, seed=args.seed,
+                              max_frames=args.max_frames, reference_tracking=args.reference_tracking,
+                              camera="driving" if args.driving_camera else None, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    frames = (result.frames.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    fps = float(result.tracking.fps)
+    write_video(args.out, frames, fps=fps)
+    print(f"animated {len(frames)} frames at {frames.shape[1]}x{frames.shape[2]} in {seconds:.1f} s -> {args.out}")
+    if args.side_by_side:
+        driving = None if result.driving_frames is None else torch.as_tensor(
+            np.ascontiguousarray(result.driving_frames)).permute(0, 3, 1, 2).float() / 255
+        video = side_by_side(result, driving, tile=args.tile)
+        write_video(args.side_by_side, video, fps=fps)
+        print(f"side by side (reference | driving | control | output) -> {args.side_by_side}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from onehead.bench import run_bench
     run_bench(args.what, size=args.size, frames=args.frames)
@@ -156,6 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="basic", choices=("basic", "flame"), help="head model")
     p.add_argument("--flame-dir", default=None, help="FLAME directory (or set ONEHEAD_FLAME_DIR)")
     p.set_defaults(func=cmd_render_debug)
+
+    p = sub.add_parser("animate", help="reenact a reference portrait with the motion of a driving video")
+    p.add_argument("--reference", required=True, help="reference portrait (image file)")
+    p.add_argument("--driving", required=True, help="driving video, folder of frames, or tracking npz")
+    p.add_argument("--out", required=True, help="output video (.mp4)")
+    p.add_argument("--reference-tracking", default=None,
+                   help="take the reference's parameters from the first frame of this tracking npz")
+    p.add_argument("--checkpoint", default=None, help="Animator folder (default: the embedded model)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--max-frames", type=int, default=None, help="animate at most this many frames")
+    p.add_argument("--driving-camera", action="store_true",
+                   help="render at the driving frames' cameras with absolute poses (data in onehead's format)")
+    p.add_argument("--side-by-side", default=None, help="also write reference | driving | control | output here")
+    p.add_argument("--tile", type=int, default=256, help="tile size of the side-by-side video")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_animate)
 
     p = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     p.add_argument("what", choices=sorted(BENCHMARKS), help="what to time")

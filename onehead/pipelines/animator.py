@@ -71,6 +71,8 @@ class AnimatorConfig:
     default_steps: int = 8  # DDIM steps when animate() is not told
     window: int = 16  # frames per temporal window
     window_overlap: int = 4  # frames shared by neighbouring windows (blended)
+    inference_domain: str = "real"  # domain token at inference (the paper: real); a model trained on
+    # synthetic data only has an untrained "real" token and sets "synthetic"
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "AnimatorConfig":
@@ -324,7 +326,7 @@ class Animator(nn.Module):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, reference: torch.Tensor, control: torch.Tensor, num_steps: int | None = None, *,
-               seed: int = 0, progress: bool = True, domain: str = "real") -> torch.Tensor:
+               seed: int = 0, progress: bool = True, domain: str | None = None) -> torch.Tensor:
         """reference (B, 3, H, W) in [0, 1], control maps (B, T, C, H, W) -> frames (B, T, 3, H, W).
 
         The same initial noise for every frame; frames are denoised in overlapping windows of
@@ -338,6 +340,9 @@ class Animator(nn.Module):
         scheduler = DDIMScheduler(**self.scheduler_config)
         scheduler.set_timesteps(steps, device=self.device)
         generator = torch.Generator().manual_seed(seed)
+        domain = domain or self.config.inference_domain
+        if domain not in DOMAINS:
+            raise ConfigError(f"domain must be one of {DOMAINS}, got {domain!r}")
         context = self.domain_tokens(torch.full((clips,), DOMAINS.index(domain), device=self.device))
         self.run_reference(self.codec.encode(reference * 2 - 1), context)
         size = self.config.resolution // self.codec.factor
@@ -392,6 +397,20 @@ class Animator(nn.Module):
         frames = self.sample(image, control[None], num_steps, seed=seed, progress=progress)[0]
         return AnimationResult(frames=frames.cpu(), control_maps=control.cpu(), tracking=motion.tracking,
                                reference=image[0].cpu(), driving_frames=motion.frames)
+
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "animator-tiny"
+
+
+def load_animator(checkpoint: str | os.PathLike | None = None, head=None) -> Animator:
+    """An Animator from a folder, or the embedded default model (checkpoints/animator-tiny in the
+    source tree, present with the README's editable install)."""
+    if checkpoint is None:
+        if not (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file():
+            raise CheckpointError(f"the embedded default model is not in this install ({DEFAULT_CHECKPOINT}); "
+                                  "install onehead from its source tree (pip install -e .) or pass --checkpoint DIR")
+        checkpoint = DEFAULT_CHECKPOINT
+    return Animator.from_pretrained(checkpoint, head)
 
 
 def _build_codec(config: AnimatorConfig):

@@ -74,3 +74,30 @@ def contact_sheet(rows: list[list[tuple[str, torch.Tensor]]], label_height: int 
             cv2.putText(sheet, label, (left + 4, top + label_height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
                         (235, 235, 235), 1, cv2.LINE_AA)
     return sheet
+
+
+def side_by_side(result, driving: torch.Tensor | None = None, tile: int = 256) -> np.ndarray:
+    """Frames (T, H', W', 3) uint8 of reference | driving (or nothing) | control signal | output for
+    an onehead.pipelines.animator.AnimationResult; driving (T, 3, h, w) in [0, 1] when it was a video."""
+    import torch.nn.functional as F
+
+    def fit(images):
+        return F.interpolate(images, size=(tile, tile), mode="bilinear", align_corners=False, antialias=True)
+
+    frames = result.frames.shape[0]
+    control = feature_rgb(result.control_maps, (result.control_maps.abs().sum(1, keepdim=True) > 0).float())
+    columns = [("reference", fit(result.reference[None]).expand(frames, -1, -1, -1))]
+    if driving is not None:
+        columns.append(("driving", fit(_letterbox(driving))))
+    columns += [("control signal", fit(control)), ("output", fit(result.frames))]
+    return np.stack([contact_sheet([[(name, images[t]) for name, images in columns]]) for t in range(frames)])
+
+
+def _letterbox(images: torch.Tensor) -> torch.Tensor:
+    """Pad (T, 3, h, w) to a square with black bars."""
+    t, c, h, w = images.shape
+    side = max(h, w)
+    out = torch.zeros(t, c, side, side)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[:, :, top:top + h, left:left + w] = images
+    return out
