@@ -1,0 +1,268 @@
+"""The Animator: shared attention, temporal layers, the diffusion arithmetic, files, animate and its CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from onehead.cli import main
+from onehead.errors import CheckpointError
+from onehead.pipelines.animator import Animator, AnimatorConfig, temporal_windows, window_weights
+
+SMALL_UNET = dict(
+    layers_per_block=1, block_out_channels=(16, 32, 32),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+)
+
+
+def _small(head, **overrides) -> Animator:
+    torch.manual_seed(0)
+    config = AnimatorConfig.from_preset("tiny", resolution=32, uv_resolution=32, unet=SMALL_UNET,
+                                        guider_channels=(8, 16), window=3, window_overlap=1, **overrides)
+    return Animator.from_config(config, head)
+
+
+@pytest.fixture(scope="module")
+def synthetic(head, tmp_path_factory):
+    from onehead.data.synthetic import SynthOptions, synthesize
+
+    out = tmp_path_factory.mktemp("animator-data")
+    synthesize(head, out, SynthOptions(identities=2, sequences=1, frames=4, views=2, size=32, texture_size=64,
+                                       cross_pairs=True, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch(synthetic):
+    from onehead.data.datasets import ReenactmentDataset
+
+    data = ReenactmentDataset(synthetic, clip_length=2, size=32)
+    return torch.utils.data.default_collate([data[0], data[4]])
+
+
+def _randomise_zero_layers(animator):
+    """Give the zero-initialised output layers small weights, as after some training."""
+    with torch.no_grad():
+        for module in (animator.pose_guider.out, *[layer.proj_out for layer in animator.temporal.layers]):
+            module.weight.normal_(0, 0.05)
+
+
+def test_gradients_reach_every_trainable_part(head, batch):
+    animator = _small(head)
+    animator.set_stage(1)
+    optimizer = torch.optim.SGD(animator.trainable_parameters(), lr=0.1)
+    for _ in range(2):  # the pose guider's zero output layer blocks gradients only at step 0
+        optimizer.zero_grad()
+        animator.training_loss(batch, torch.Generator().manual_seed(1)).backward()
+        optimizer.step()
+    for name, part in animator.trainable_parts().items():
+        grads = [p.grad for p in part.parameters() if p.requires_grad]
+        if name == "temporal":
+            assert not grads  # frozen and off in stage 1
+            continue
+        assert grads and sum(float(g.abs().sum()) for g in grads if g is not None) > 0, name
+    assert animator.gaussian_field.features.grad.abs().sum() > 0
+
+    animator.set_stage(2)
+    animator.zero_grad(set_to_none=True)
+    animator.training_loss(batch, torch.Generator().manual_seed(2)).backward()
+    trained = {name for name, p in animator.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert trained and all(name.startswith("temporal.") for name in trained)
+
+
+def test_reference_bank_changes_the_output_and_runs_once_per_clip(head, batch):
+    animator = _small(head).eval()
+    calls = []
+    animator.reference_unet.register_forward_pre_hook(lambda *args: calls.append(1))
+    control = torch.randn(1, 5, 8, 32, 32)
+    reference = batch["reference"][:1]
+    out = animator.sample(reference, control, num_steps=3, seed=0, progress=False)
+    assert out.shape == (1, 5, 3, 32, 32)
+    assert len(calls) == 1  # 3 steps x 2 windows, one reference pass
+
+    latents = torch.randn(2, 12, 16, 16)
+    t = torch.tensor([500, 500])
+    context = animator.domain_tokens(torch.zeros(2, dtype=torch.long))
+    with torch.no_grad():
+        animator.run_reference(animator.codec.encode(reference * 2 - 1), context[:1])
+        with_bank = animator.denoise(latents, t, context, control[0, :2], 2)
+        animator.run_reference(animator.codec.encode(reference.flip(-1) * 2 - 1), context[:1])
+        other_reference = animator.denoise(latents, t, context, control[0, :2], 2)
+        animator.bank.clear()
+        without = animator.denoise(latents, t, context, control[0, :2], 2)
+    assert (with_bank - without).abs().max() > 1e-3
+    assert (with_bank - other_reference).abs().max() > 1e-4
+
+
+def test_temporal_layers_start_as_identity(head, batch):
+    animator = _small(head).eval()
+    latents = torch.randn(3, 12, 16, 16)
+    t = torch.full((3,), 300)
+    context = animator.domain_tokens(torch.zeros(3, dtype=torch.long))
+    control = torch.randn(3, 8, 32, 32)
+
+    def run(enabled):
+        animator.temporal.enabled = enabled
+        with torch.no_grad():
+            animator.run_reference(animator.codec.encode(batch["reference"][:1] * 2 - 1), context[:1])
+            return animator.denoise(latents, t, context, control, 3)
+
+    stage1, added = run(False), run(True)
+    torch.testing.assert_close(added, stage1, atol=0, rtol=0)
+    _randomise_zero_layers(animator)
+    assert (run(True) - stage1).abs().max() > 1e-4  # once trained they do act over frames
+
+
+def test_schedule_and_velocity_match_diffusers(head):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    animator = _small(head)
+    ddpm = DDPMScheduler(**animator.scheduler_config)
+    assert float(ddpm.alphas_cumprod[-1]) == 0.0  # zero terminal SNR
+    ddim = DDIMScheduler(**animator.scheduler_config)
+    ddim.set_timesteps(4)
+    assert ddim.timesteps.tolist() == [999, 749, 499, 249]  # trailing spacing starts at the last step
+    x0, noise = torch.randn(3, 12, 8, 8), torch.randn(3, 12, 8, 8)
+    t = torch.tensor([10, 500, 999])
+    a = ddpm.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    s = (1 - ddpm.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(ddpm.get_velocity(x0, noise, t), a * noise - s * x0)
+    torch.testing.assert_close(ddpm.add_noise(x0, noise, t), a * x0 + s * noise)
+
+
+def test_sampler_recovers_the_clean_frames_from_an_oracle(head, monkeypatch):
+    """With a network that predicts the exact velocity of known clean latents, DDIM with trailing
+    steps, shared noise and blended windows must land exactly on those latents."""
+    animator = _small(head).eval()
+    frames = 5
+    clean = torch.rand(frames, 3, 32, 32)
+    x0 = animator.codec.encode(clean * 2 - 1)
+    from diffusers import DDPMScheduler
+
+    alphas = DDPMScheduler(**animator.scheduler_config).alphas_cumprod
+    seen = []
+
+    def oracle(latents, timesteps, context, control, count):
+        index = control[:, 0, 0, 0].long()  # the test's control maps carry their frame number
+        seen.append(count)
+        ab = alphas[timesteps].view(-1, 1, 1, 1)
+        return (ab.sqrt() * latents - x0[index]) / (1 - ab).sqrt()
+
+    monkeypatch.setattr(animator, "denoise", oracle)
+    control = torch.arange(frames, dtype=torch.float32).view(1, frames, 1, 1, 1).expand(1, frames, 8, 32, 32)
+    out = animator.sample(torch.rand(1, 3, 32, 32), control, num_steps=4, seed=3, progress=False)
+    torch.testing.assert_close(out[0], clean, atol=1e-5, rtol=0)
+    assert seen == [3, 3] * 4  # two windows of 3 frames per step
+
+
+def test_temporal_windows_cover_every_frame():
+    for frames, window, overlap in ((5, 3, 1), (16, 16, 4), (40, 16, 4), (17, 8, 3)):
+        windows = temporal_windows(frames, window, overlap)
+        covered = torch.zeros(frames)
+        for start, end in windows:
+            assert end - start == min(window, frames)
+            covered[start:end] += window_weights(end - start, start, end, frames, overlap)
+        assert windows[0][0] == 0 and windows[-1][1] == frames
+        assert (covered > 0).all()
+
+
+def test_save_and_load_round_trip(head, batch, tmp_path):
+    animator = _small(head).eval()
+    _randomise_zero_layers(animator)
+    animator.save_pretrained(tmp_path / "model")
+    loaded = Animator.from_pretrained(tmp_path / "model", head)
+    original_state, loaded_state = animator.state_dict(), loaded.state_dict()
+    assert original_state.keys() == loaded_state.keys()
+    for key, value in original_state.items():
+        assert torch.equal(value, loaded_state[key]), key
+    control = torch.randn(1, 2, 8, 32, 32)
+    a = animator.sample(batch["reference"][:1], control, num_steps=2, seed=5, progress=False)
+    b = loaded.sample(batch["reference"][:1], control, num_steps=2, seed=5, progress=False)
+    # weights are bit-exact (above); outputs agree to float rounding (BLAS paths may differ by layout)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+    config = json.loads((tmp_path / "model" / "animator.json").read_text())
+    (tmp_path / "model" / "animator.json").write_text(json.dumps(dict(config, kind="onehead-triplane")))
+    with pytest.raises(CheckpointError, match="not an Animator"):
+        Animator.from_pretrained(tmp_path / "model", head)
+    with pytest.raises(CheckpointError, match="not an onehead Animator checkpoint"):
+        Animator.from_pretrained(tmp_path, head)
+
+
+def test_base_preset_initialises_from_a_stable_diffusion_folder(head, tmp_path):
+    """A stand-in SD folder in the diffusers layout (tiny UNet and VAE) is read like the real one."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    sd = tmp_path / "sd"
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **SMALL_UNET).save_pretrained(sd / "unet")
+    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                  sample_size=32).save_pretrained(sd / "vae")
+    DDPMScheduler().save_pretrained(sd / "scheduler")
+    config = AnimatorConfig.from_preset("base", sd_path=str(sd), resolution=32, uv_resolution=32,
+                                        guider_channels=(8, 16))
+    animator = Animator.from_config(config, head)
+    reference_unet = UNet2DConditionModel.from_pretrained(sd / "unet")
+    for key, value in reference_unet.state_dict().items():
+        assert torch.equal(animator.denoising_unet.state_dict()[key], value), key
+    assert animator.codec.factor == 2 and animator.codec.latent_channels == 4
+    out = animator.sample(torch.rand(1, 3, 32, 32), torch.randn(1, 2, 8, 32, 32), num_steps=2, progress=False)
+    assert out.shape == (1, 2, 3, 32, 32) and torch.isfinite(out).all()
+    with pytest.raises(CheckpointError, match="Stable Diffusion"):
+        Animator.from_config(AnimatorConfig.from_preset("base", sd_path=str(tmp_path / "nothing")), head)
+
+
+def test_animate_end_to_end(head, synthetic):
+    animator = _small(head).eval()
+    reference_view = synthetic / "id000_s00" / "cam00"
+    reference = reference_view / "frames" / "000000.png"
+    driving = synthetic / "id001_s00" / "cam01" / "tracking.npz"
+    result = animator.animate(reference, driving, num_steps=2, max_frames=3, progress=False,
+                              reference_tracking=reference_view / "tracking.npz", camera="driving")
+    assert result.frames.shape == (3, 3, 32, 32) and result.control_maps.shape == (3, 8, 32, 32)
+    assert result.control_maps.abs().sum() > 0
+    from onehead.data.tracking_file import load_tracking
+
+    drv, ref = load_tracking(driving), load_tracking(reference_view / "tracking.npz")
+    np.testing.assert_array_equal(result.tracking.expression, drv.expression[:3, : head.num_expression])
+    np.testing.assert_array_equal(result.tracking.shape, ref.shape[: head.num_shape])  # cross-identity
+
+
+def test_animate_cli_writes_videos_and_rejects_bad_input(head, synthetic, tmp_path, capsys):
+    from onehead.data.samples import astronaut
+    from onehead.data.images import save_image
+    from onehead.data.video import read_video
+
+    model = tmp_path / "model"
+    _small(head).save_pretrained(model)
+    save_image(tmp_path / "astronaut.png", astronaut())
+    driving = synthetic / "id001_s00" / "cam00" / "tracking.npz"
+    out = tmp_path / "out.mp4"
+    assert main(["animate", "--reference", str(tmp_path / "astronaut.png"), "--driving", str(driving), "--out",
+                 str(out), "--checkpoint", str(model), "--steps", "2", "--max-frames", "3",
+                 "--side-by-side", str(tmp_path / "sbs.mp4"), "--tile", "64", "--quiet"]) == 0
+    video, _ = read_video(out)
+    assert video.shape == (3, 32, 32, 3)
+    assert read_video(tmp_path / "sbs.mp4")[0].shape[0] == 3
+    capsys.readouterr()
+
+    save_image(tmp_path / "blank.png", np.full((96, 96, 3), 128, np.uint8))
+    (tmp_path / "broken.mp4").write_bytes(b"not a video" * 50)
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "wrong" / "animator.json").write_text(json.dumps({"kind": "something-else"}))
+    cases = [
+        (["--reference", str(tmp_path / "blank.png"), "--driving", str(driving), "--checkpoint", str(model)], "no face"),
+        (["--reference", str(tmp_path / "astronaut.png"), "--driving", str(tmp_path / "broken.mp4"),
+          "--checkpoint", str(model)], "broken.mp4"),
+        (["--reference", str(tmp_path / "astronaut.png"), "--driving", str(driving),
+          "--checkpoint", str(tmp_path / "wrong")], "not an animator"),
+    ]
+    for args, words in cases:
+        code = main(["animate", *args, "--out", str(tmp_path / "x.mp4"), "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and words in err[0].lower(), err
