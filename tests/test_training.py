@@ -172,14 +172,15 @@ def test_stage2_refuses_synthetic_data(trainer, dataset_dir):
 
 
 def test_weighted_sampler_is_deterministic_and_shares(trainer):
-    weights = torch.tensor([0.5 / 10] * 10 + [0.5 / 90] * 90, dtype=torch.float64)
-    sampler = trainer.EpochBatchSampler(weights, batch_size=4, batches_per_epoch=500, seed=1)
+    sizes, weights = [10, 90], [1.0, 3.0]
+    sampler = trainer.EpochBatchSampler(sizes, weights, batch_size=4, batches_per_epoch=500, seed=1)
     sampler.set_epoch(2)
     draws = np.array(list(sampler))
-    assert abs((draws < 10).mean() - 0.5) < 0.05  # each source gets its weight, whatever its size
+    assert abs((draws < 10).mean() - 0.25) < 0.04  # each source gets its share, whatever its size
+    assert draws.min() == 0 and draws.max() == 99
     sampler.set_epoch(2, skip=7)
     assert np.array_equal(np.array(list(sampler)), draws[7:])
-    ranks = [trainer.EpochBatchSampler(weights, 4, 500, seed=1, rank=r, world_size=2) for r in (0, 1)]
+    ranks = [trainer.EpochBatchSampler(sizes, weights, 4, 500, seed=1, rank=r, world_size=2) for r in (0, 1)]
     for s in ranks:
         s.set_epoch(2)
     assert not np.array_equal(np.array(list(ranks[0])), np.array(list(ranks[1])))
@@ -219,3 +220,11 @@ def test_bad_config_path_exits_2(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope.yaml" in lines[0], result.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="Animator.training_loss clears the ReferenceNet bank before the backward "
+                   "pass, so checkpointed attention recomputes with fewer keys (training/README.md, known issues)")
+def test_gradient_checkpointing(trainer, dataset_dir, tmp_path):
+    config = write_config(tmp_path, dataset_dir, max_steps=1, save_every=0, validate_every=0,
+                          gradient_checkpointing=True)
+    assert trainer.main(["--config", str(config)]) == 0

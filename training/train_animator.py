@@ -244,12 +244,12 @@ def mix_seed(*numbers: int) -> int:
 
 
 class MixedDataset(torch.utils.data.ConcatDataset):
-    """The configured sources back to back, with per-item weights that give each source its share."""
+    """The configured sources back to back; `weights` are their sampling shares (any scale)."""
 
     def __init__(self, datasets, weights):
         super().__init__(datasets)
-        self.item_weights = torch.cat([torch.full((len(ds),), w / len(ds), dtype=torch.float64)
-                                       for ds, w in zip(datasets, weights)])
+        self.sizes = [len(ds) for ds in datasets]
+        self.weights = list(weights)
 
     def set_epoch(self, epoch):
         for ds in self.datasets:
@@ -275,15 +275,19 @@ def build_train_dataset(data: DataConfig, stage: int, size: int, seed: int) -> M
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
-    """Weighted draws with replacement; the batches of epoch e are a pure function of (seed, e).
+    """Batches of a MixedDataset's indices; those of epoch e are a pure function of (seed, e).
 
-    Every process draws the same batches_per_epoch x world x batch_size indices and keeps its own
+    Each draw picks a source with probability proportional to its weight, then an item of that
+    source uniformly (with replacement), whatever the sources' sizes. Every process draws the same batches_per_epoch x world x batch_size indices and keeps its own
     column, so processes see different items. set_epoch(e, skip) starts epoch e after `skip`
     batches: this is how a resumed run lands on the exact next batch.
     """
 
-    def __init__(self, item_weights, batch_size, batches_per_epoch, seed, rank=0, world_size=1):
-        self.item_weights, self.batch_size = item_weights, batch_size
+    def __init__(self, sizes, weights, batch_size, batches_per_epoch, seed, rank=0, world_size=1):
+        self.sizes = torch.tensor(sizes, dtype=torch.float64)
+        self.weights = torch.tensor(weights, dtype=torch.float64)
+        self.offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
+        self.batch_size = batch_size
         self.batches_per_epoch, self.seed = batches_per_epoch, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.skip = 0, 0
@@ -297,8 +301,9 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         count = self.batches_per_epoch * self.world_size * self.batch_size
-        draws = torch.multinomial(self.item_weights, count, replacement=True, generator=generator)
-        draws = draws.view(self.batches_per_epoch, self.world_size, self.batch_size)
+        source = torch.multinomial(self.weights, count, replacement=True, generator=generator)
+        within = (torch.rand(count, generator=generator, dtype=torch.float64) * self.sizes[source]).long()
+        draws = (self.offsets[source] + within).view(self.batches_per_epoch, self.world_size, self.batch_size)
         for b in range(self.skip, self.batches_per_epoch):
             yield draws[b, self.rank].tolist()
 
@@ -659,7 +664,7 @@ def build_animator(config: ExperimentConfig, resume_from: Path | None):
     from onehead.pipelines.animator import Animator, AnimatorConfig
 
     train = config.train
-    if (resume_from is not None or train.init_from) and set(config.model) - {"preset"}:
+    if resume_from is None and train.init_from and set(config.model) - {"preset"}:
         print("note: the model section is ignored: the checkpoint carries its own config", file=sys.stderr)
     if resume_from is not None:
         animator = Animator.from_pretrained(resume_from)
@@ -684,8 +689,10 @@ def setup(config: ExperimentConfig, resume: str | None) -> tuple[Run, int, int]:
     train = config.train
     output_dir = Path(train.output_dir)
     resume_from = resolve_checkpoint(resume, output_dir) if resume else None
+    # several processes without CUDA (torchrun on CPU) only form a group with accelerate's cpu flag
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
-        mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.gradient_accumulation_steps,
+        cpu=multi_cpu, mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.gradient_accumulation_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train.find_unused_parameters)])
     if train.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -814,7 +821,7 @@ def train(config: ExperimentConfig, resume: str | None = None) -> dict:
 
 def _sampler(run) -> EpochBatchSampler:
     acc = run.accelerator
-    return EpochBatchSampler(run.dataset.item_weights, run.config.train.batch_size, run.batches_per_epoch,
+    return EpochBatchSampler(run.dataset.sizes, run.dataset.weights, run.config.train.batch_size, run.batches_per_epoch,
                              run.config.train.seed, acc.process_index, acc.num_processes)
 
 
@@ -871,7 +878,8 @@ def main(argv=None) -> int:
     except OneheadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result))
+    if os.environ.get("RANK", "0") == "0":  # one summary line, from the main process
+        print(json.dumps(result))
     return 0
 
 
