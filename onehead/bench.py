@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -323,12 +324,52 @@ def report_raster(size: int | None = None, frames: int | None = None) -> dict:
     return r
 
 
+def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
+    """Animator speed: the embedded tiny model (an untrained tiny one when absent) at its default
+    steps on a synthetic driving sequence; seconds per frame for control maps and denoising."""
+    import tempfile
+
+    from onehead.data.sequence import open_sequence
+    from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.head.model import load_head_model
+    from onehead.pipelines.animator import DEFAULT_CHECKPOINT, Animator, AnimatorConfig, load_animator
+
+    frames = frames or 32
+    head = load_head_model("basic")
+    embedded = (DEFAULT_CHECKPOINT / "animator.json").is_file()
+    animator = load_animator(None, head) if embedded else Animator.from_config(AnimatorConfig.from_preset("tiny"), head)
+    animator.eval()
+    resolution = animator.config.resolution
+    with tempfile.TemporaryDirectory() as out:
+        synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=resolution, progress=False))
+        view = open_sequence(Path(out) / "id000_s00").views["cam00"]
+        reference, tracking = view.frame(0), view.tracking
+        animator.animate(reference, tracking.select(slice(0, 4)), reference_tracking=tracking, progress=False)
+        start = time.perf_counter()
+        animator.animate(reference, tracking, reference_tracking=tracking, progress=False, camera="driving")
+        seconds = time.perf_counter() - start
+    return {"machine": _machine(), "model": "embedded tiny" if embedded else "untrained tiny",
+            "resolution": resolution, "steps": animator.config.default_steps, "frames": frames,
+            "seconds_per_frame": seconds / frames, "frames_per_s": frames / seconds}
+
+
+def report_animate(size: int | None = None, frames: int | None = None) -> dict:
+    r = bench_animate(size, frames)
+    print(f"onehead bench animate  ({r['machine']})")
+    print(f"  {r['model']} Animator at {r['resolution']}x{r['resolution']}, {r['steps']} DDIM steps, {r['frames']} frames: "
+          f"{r['seconds_per_frame']:.3f} s/frame ({r['frames_per_s']:.1f} frames/s, control maps and denoising)")
+    if not torch.cuda.is_available():
+        print("  base at 512x512 on a GPU: no GPU on this machine")
+    return r
+
+
 # name -> function(size=None, frames=None) that prints its figures and returns them as a dict.
 # Each part of onehead registers its benchmark here; `onehead bench NAME` runs one.
 BENCHMARKS = {
     "track": report_track,
     "raster": report_raster,
     "synth": report_synth,
+    "animate": report_animate,
     "splat": report_splat,
 }
 
