@@ -71,9 +71,14 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    from onehead.pipelines.animator import Animator
+    """Every tensor of a checkpoint, named like the Animator's state_dict (read without building one)."""
+    from safetensors.torch import load_file
 
-    return {k: v.clone() for k, v in Animator.from_pretrained(checkpoint).state_dict().items()}
+    tensors = dict(load_file(checkpoint / "animator.safetensors"))
+    for unet in ("denoising_unet", "reference_unet"):
+        tensors.update({f"{unet}.{k}": v for k, v in
+                        load_file(checkpoint / unet / "diffusion_pytorch_model.safetensors").items()})
+    return tensors
 
 
 def changed(before: dict, after: dict, prefix: str) -> list[bool]:
