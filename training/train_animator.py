@@ -278,9 +278,10 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     """Batches of a MixedDataset's indices; those of epoch e are a pure function of (seed, e).
 
     Each draw picks a source with probability proportional to its weight, then an item of that
-    source uniformly (with replacement), whatever the sources' sizes. Every process draws the same batches_per_epoch x world x batch_size indices and keeps its own
-    column, so processes see different items. set_epoch(e, skip) starts epoch e after `skip`
-    batches: this is how a resumed run lands on the exact next batch.
+    source uniformly (with replacement), whatever the sources' sizes. Every process draws the same
+    batches_per_epoch x world x batch_size indices and keeps its own column, so processes see
+    different items. set_epoch(e, skip) starts epoch e after `skip` batches: this is how a resumed
+    run lands on the exact next batch.
     """
 
     def __init__(self, sizes, weights, batch_size, batches_per_epoch, seed, rank=0, world_size=1):
@@ -692,7 +693,8 @@ def setup(config: ExperimentConfig, resume: str | None) -> tuple[Run, int, int]:
     # several processes without CUDA (torchrun on CPU) only form a group with accelerate's cpu flag
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
-        cpu=multi_cpu, mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.gradient_accumulation_steps,
+        cpu=multi_cpu, mixed_precision=train.mixed_precision,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train.find_unused_parameters)])
     if train.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -744,12 +746,8 @@ def trainable_by_name(animator) -> dict:
     wanted = {id(p) for p in animator.trainable_parameters()}
     named = {n: p for n, p in animator.named_parameters() if id(p) in wanted}
     if not named:
-        raise ConfigError(f"stage {animator_stage(animator)}: the Animator has no trainable parameter")
+        raise ConfigError(f"stage {animator.stage}: the Animator has no trainable parameter")
     return named
-
-
-def animator_stage(animator):
-    return getattr(animator, "stage", "?")
 
 
 def open_log(output_dir: Path, start_step: int):
