@@ -219,6 +219,13 @@ def test_missing_data_folder_exits_2(trainer, tmp_path, capsys):
     assert len(err) == 1 and "no_such_dataset" in err[0] and "does not exist" in err[0]
 
 
+def test_missing_sd_path_exits_2(trainer, dataset_dir, tmp_path, capsys):
+    path = write_config(tmp_path, dataset_dir, model={"preset": "base", "sd_path": str(tmp_path / "no_sd")})
+    assert trainer.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.sd_path" in err[0] and "no_sd" in err[0]
+
+
 def test_bad_config_path_exits_2(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--config", str(tmp_path / "nope.yaml")],
                             capture_output=True, text=True, timeout=120)
