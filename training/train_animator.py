@@ -227,7 +227,7 @@ def check_config(config: ExperimentConfig) -> None:
     for i, source in enumerate(d.train):
         if source.weight > 0 and not Path(source.path).is_dir():
             raise MediaReadError(f"data.train[{i}].path {source.path}: dataset folder does not exist "
-                                 "(make one with `onehead synth`, see training/README.md)")
+                                 "(datasets/README.md says how to make one)")
     if d.validation and not Path(d.validation).is_dir():
         raise MediaReadError(f"data.validation {d.validation}: dataset folder does not exist")
     sd_path = config.model.get("sd_path")
