@@ -244,8 +244,6 @@ def test_bad_config_path_exits_2(tmp_path):
     assert len(lines) == 1 and "nope.yaml" in lines[0], result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="Animator.training_loss clears the ReferenceNet bank before the backward "
-                   "pass, so checkpointed attention recomputes with fewer keys (training/README.md, known issues)")
 def test_gradient_checkpointing(trainer, dataset_dir, tmp_path):
     config = write_config(tmp_path, dataset_dir, max_steps=1, save_every=0, validate_every=0,
                           gradient_checkpointing=True)

@@ -274,7 +274,8 @@ class Animator(nn.Module):
         context = self.domain_tokens(batch["domain"].to(self.device))
         self.run_reference(reference_latents, context)
         prediction = self.denoise(noisy, timesteps, context.repeat_interleave(frames, 0), control, frames)
-        self.bank.clear()
+        # the bank stays filled until the next reference pass: gradient checkpointing recomputes the
+        # shared attention during backward and needs the same keys
         return F.mse_loss(prediction.float(), velocity.float())
 
     @torch.no_grad()
