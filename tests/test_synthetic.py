@@ -37,6 +37,11 @@ def test_synth_writes_the_documented_format(dataset):
             assert frame.shape == (64, 64, 3) and mask.shape == (64, 64)
             assert 0.05 < mask.mean() < 0.8  # a head, not an empty or full frame
             assert view.tracking.valid.all()
+        # one backdrop per sequence: where no view sees the head, the views agree
+        cams = list(seq.views.values())
+        background = (cams[0].mask(0) == 0) & (cams[1].mask(0) == 0)
+        assert background.mean() > 0.2
+        np.testing.assert_array_equal(cams[0].frame(0)[background], cams[1].frame(0)[background])
 
 
 def test_cross_pair_is_identity_a_with_b_motion_and_cameras(dataset):

@@ -470,8 +470,10 @@ def synthesize(head, out: str | Path, options: SynthOptions = SynthOptions()) ->
         for s in range(options.sequences):
             motion = random_motion(rng, options.frames, options.fps, head.num_expression)
             Ks, w2cs = random_cameras(rng, options.views, options.size, target, field)
-            backgrounds = ([random_background(rng, options.size) for _ in range(options.views)]
-                           if options.backgrounds else None)
+            # one backdrop per sequence, seen by all its cameras (as in a capture studio), so a
+            # reference from any view tells a model what the background of every view looks like
+            backdrop = random_background(rng, options.size) if options.backgrounds else None
+            backgrounds = None if backdrop is None else [backdrop] * options.views
             plans.append(_SequencePlan(f"{ident.name}_s{s:02d}", ident, motion, Ks, w2cs, random_light(rng),
                                        backgrounds, {}))
     pairs = []
