@@ -266,3 +266,14 @@ def test_animate_cli_writes_videos_and_rejects_bad_input(head, synthetic, tmp_pa
         code = main(["animate", *args, "--out", str(tmp_path / "x.mp4"), "--quiet"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and words in err[0].lower(), err
+
+
+def test_zero_initial_latent_is_the_seed_free_posterior_mean(head, batch):
+    animator = _small(head, initial_latent="zeros").eval()
+    control = torch.randn(1, 2, 8, 32, 32)
+    a = animator.sample(batch["reference"][:1], control, num_steps=1, seed=1, progress=False)
+    b = animator.sample(batch["reference"][:1], control, num_steps=1, seed=2, progress=False)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)  # no noise enters a one-step zero start
+    animator.config.initial_latent = "noise"
+    c = animator.sample(batch["reference"][:1], control, num_steps=1, seed=1, progress=False)
+    assert (a - c).abs().max() > 1e-3
