@@ -113,6 +113,13 @@ def test_demo_writes_its_files(capsys, tmp_path):
     assert tracking.valid.all() and tracking.fit_error[0] < 0.06
     with Image.open(png) as picture:
         assert picture.size == (512, 512)
+    from onehead.data.video import read_video
+
+    animation, _ = read_video(out / "animation.mp4")
+    side_by_side, _ = read_video(out / "side_by_side.mp4")
+    assert len(animation) == len(side_by_side) >= 100  # the carphone clip has 120 frames
+    assert animation.shape[1:] == (64, 64, 3)
+    assert animation.std() > 10 and np.abs(np.diff(animation.astype(int), axis=0)).mean() > 0.5  # moving
 
 
 def test_synth_and_render_debug_write_their_files(tmp_path, capsys):
