@@ -54,19 +54,30 @@ def cmd_track(args) -> int:
     return 0
 
 
+def _write_animation(result, video_path, side_by_side_path=None, tile: int = 256):
+    """Write an AnimationResult as a video (and optionally the side-by-side one); returns its
+    uint8 frames (T, H, W, 3)."""
+    import torch
+
+    from onehead.data.video import write_video
+    from onehead.render.visualize import side_by_side
+
+    frames = (result.frames.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    fps = float(result.tracking.fps)
+    write_video(video_path, frames, fps=fps)
+    if side_by_side_path:
+        write_video(side_by_side_path, side_by_side(result, tile=tile), fps=fps)
+    return frames
+
+
 def cmd_demo(args) -> int:
     """The README's main job: track a real portrait, then reenact it with a real talking-head clip
     (a synthetic driving sequence when the clip cannot be had) using the embedded default Animator."""
-    import numpy as np
-    import torch
-
     from onehead.data.images import save_image
     from onehead.data.samples import astronaut, carphone_path
-    from onehead.data.video import write_video
     from onehead.errors import MediaReadError
     from onehead.head.model import load_head_model
     from onehead.pipelines.animator import load_animator
-    from onehead.render.visualize import side_by_side
     from onehead.tracking.tracker import TrackOptions, track_image
     from onehead.tracking.visualize import overlay_tracking
 
@@ -94,12 +105,7 @@ def cmd_demo(args) -> int:
     start = time.perf_counter()
     result = animator.animate(image, driving, progress=not args.quiet)
     seconds = time.perf_counter() - start
-    frames = (result.frames.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy()
-    fps = float(result.tracking.fps)
-    write_video(out / "animation.mp4", frames, fps=fps)
-    driving_frames = None if result.driving_frames is None else torch.as_tensor(
-        np.ascontiguousarray(result.driving_frames)).permute(0, 3, 1, 2).float() / 255
-    write_video(out / "side_by_side.mp4", side_by_side(result, driving_frames), fps=fps)
+    frames = _write_animation(result, out / "animation.mp4", out / "side_by_side.mp4")
     print(f"demo: animated the astronaut with {what}: {len(frames)} frames in {seconds:.1f} s "
           f"(tracking, control maps, {animator.config.default_steps} denoising steps)")
     print(f"  {out / 'animation.mp4'}  the animation ({frames.shape[2]}x{frames.shape[1]}, embedded tiny model)")
@@ -133,12 +139,7 @@ def cmd_render_debug(args) -> int:
 
 
 def cmd_animate(args) -> int:
-    import numpy as np
-    import torch
-
-    from onehead.data.video import write_video
     from onehead.pipelines.animator import load_animator
-    from onehead.render.visualize import side_by_side
 
     animator = load_animator(args.checkpoint)
     start = time.perf_counter()
@@ -146,15 +147,9 @@ def cmd_animate(args) -> int:
                               max_frames=args.max_frames, reference_tracking=args.reference_tracking,
                               camera="driving" if args.driving_camera else None, progress=not args.quiet)
     seconds = time.perf_counter() - start
-    frames = (result.frames.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy()
-    fps = float(result.tracking.fps)
-    write_video(args.out, frames, fps=fps)
+    frames = _write_animation(result, args.out, args.side_by_side, tile=args.tile)
     print(f"animated {len(frames)} frames at {frames.shape[1]}x{frames.shape[2]} in {seconds:.1f} s -> {args.out}")
     if args.side_by_side:
-        driving = None if result.driving_frames is None else torch.as_tensor(
-            np.ascontiguousarray(result.driving_frames)).permute(0, 3, 1, 2).float() / 255
-        video = side_by_side(result, driving, tile=args.tile)
-        write_video(args.side_by_side, video, fps=fps)
         print(f"side by side (reference | driving | control | output) -> {args.side_by_side}")
     return 0
 

@@ -16,7 +16,6 @@ temporal layers), never by forking the UNet.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -260,9 +259,7 @@ class Animator(nn.Module):
 
         target = batch["target"].to(self.device)
         clips, frames = target.shape[:2]
-        control = self.control_maps(_flatten_params(batch["target_params"], self.device),
-                                    batch["K"].flatten(0, 1).to(self.device),
-                                    batch["world_to_cam"].flatten(0, 1).to(self.device))
+        control = self._batch_control(batch)
         with torch.no_grad():
             latents = self.codec.encode(target.flatten(0, 1) * 2 - 1, sample=True, generator=generator)
             reference_latents = self.codec.encode(batch["reference"].to(self.device) * 2 - 1)
@@ -285,11 +282,15 @@ class Animator(nn.Module):
     def sample_batch(self, batch: dict, num_steps: int | None = None, seed: int = 0) -> torch.Tensor:
         """Frames (B, T, 3, H, W) for a batch of dataset items (validation pictures)."""
         clips, frames = batch["target"].shape[:2]
-        control = self.control_maps(_flatten_params(batch["target_params"], self.device),
-                                    batch["K"].flatten(0, 1).to(self.device),
-                                    batch["world_to_cam"].flatten(0, 1).to(self.device))
+        control = self._batch_control(batch)
         control = control.view(clips, frames, *control.shape[1:])
         return self.sample(batch["reference"].to(self.device), control, num_steps, seed=seed, progress=False)
+
+    def _batch_control(self, batch: dict) -> torch.Tensor:
+        """Control maps (B * T, C, H, W) of a batch's target parameters at its cameras."""
+        return self.control_maps(_flatten_params(batch["target_params"], self.device),
+                                 batch["K"].flatten(0, 1).to(self.device),
+                                 batch["world_to_cam"].flatten(0, 1).to(self.device))
 
     # ------------------------------------------------------------------ the network pieces
     @property

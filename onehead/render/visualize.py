@@ -76,9 +76,9 @@ def contact_sheet(rows: list[list[tuple[str, torch.Tensor]]], label_height: int 
     return sheet
 
 
-def side_by_side(result, driving: torch.Tensor | None = None, tile: int = 256) -> np.ndarray:
-    """Frames (T, H', W', 3) uint8 of reference | driving (or nothing) | control signal | output for
-    an onehead.pipelines.animator.AnimationResult; driving (T, 3, h, w) in [0, 1] when it was a video."""
+def side_by_side(result, tile: int = 256) -> np.ndarray:
+    """Frames (T, H', W', 3) uint8 of reference | driving (when it was a video) | control signal |
+    output for an onehead.pipelines.animator.AnimationResult."""
     import torch.nn.functional as F
 
     def fit(images):
@@ -87,7 +87,8 @@ def side_by_side(result, driving: torch.Tensor | None = None, tile: int = 256) -
     frames = result.frames.shape[0]
     control = feature_rgb(result.control_maps, (result.control_maps.abs().sum(1, keepdim=True) > 0).float())
     columns = [("reference", fit(result.reference[None]).expand(frames, -1, -1, -1))]
-    if driving is not None:
+    if result.driving_frames is not None:
+        driving = torch.from_numpy(np.ascontiguousarray(result.driving_frames)).permute(0, 3, 1, 2).float() / 255
         columns.append(("driving", fit(_letterbox(driving))))
     columns += [("control signal", fit(control)), ("output", fit(result.frames))]
     return np.stack([contact_sheet([[(name, images[t]) for name, images in columns]]) for t in range(frames)])
