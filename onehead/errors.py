@@ -24,3 +24,8 @@ class CheckpointError(OneheadError):
 
 class ConfigError(OneheadError):
     """A configuration value or command-line option is invalid."""
+
+
+class MetricUnavailable(OneheadError):
+    """A metric cannot be computed here (its weights or package are absent); the message says why.
+    Reports list such a metric as missing with this reason, never as a number."""

@@ -75,6 +75,9 @@ class AnimatorConfig:
     # prediction (the best PSNR in one step) without passing noise through an undertrained model
     inference_domain: str = "real"  # domain token at inference (the paper: real); a model trained on
     # synthetic data only has an untrained "real" token and sets "synthetic"
+    background: str = "generated"  # "generated", or "reference": outside the head region the output
+    # is the reference image (paste-back; right for a static camera and backdrop)
+    background_margin: float = 0.08  # the head region grows by this fraction of the image size
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "AnimatorConfig":
@@ -392,7 +395,7 @@ class Animator(nn.Module):
         novel view. reference_tracking: a tracking npz whose first frame describes the reference
         (for synthetic references), instead of tracking the image.
         """
-        from onehead.pipelines.reenactment import driving_motion, prepare_reference
+        from onehead.pipelines.reenactment import driving_motion, head_region, paste_back, prepare_reference
 
         ref = prepare_reference(reference, self.head, self.config.resolution, reference_tracking, progress)
         motion = driving_motion(driving, ref, self.head, self.config.resolution, camera=camera,
@@ -404,6 +407,12 @@ class Animator(nn.Module):
             control = self.control_maps(params, K, w2c)
         image = torch.as_tensor(ref.image, device=self.device).permute(2, 0, 1).float()[None] / 255
         frames = self.sample(image, control[None], num_steps, seed=seed, progress=progress)[0]
+        if self.config.background == "reference":
+            region = head_region(self.head, [ref.tracking, motion.tracking], self.config.resolution,
+                                 self.config.background_margin)
+            frames = paste_back(frames, image[0], region.to(frames.device))
+        elif self.config.background != "generated":
+            raise ConfigError(f"background must be 'generated' or 'reference', got {self.config.background!r}")
         return AnimationResult(frames=frames.cpu(), control_maps=control.cpu(), tracking=motion.tracking,
                                reference=image[0].cpu(), driving_frames=motion.frames)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
 from onehead.camera import project, scale_intrinsics
@@ -113,6 +114,37 @@ def driving_motion(driving, reference: Reference, head, size: int, camera=None, 
         points, _ = project(head(**params).landmarks68, torch.as_tensor(rendered.K), torch.as_tensor(rendered.world_to_cam))
     rendered.landmarks68 = points.numpy().astype(np.float32)
     return Motion(rendered, frames)
+
+
+def head_masks(head, tracking: Tracking, size: int) -> torch.Tensor:
+    """Where the head model covers each frame of a tracking, rendered at size x size: (T, 1, S, S)."""
+    from onehead.render.rasterize import rasterize_mesh
+
+    with torch.no_grad():
+        params = {k: torch.as_tensor(v) for k, v in tracking.head_params().items()}
+        K = scale_intrinsics(torch.as_tensor(tracking.K), tuple(int(v) for v in tracking.image_size), (size, size))
+        vertices = head(**params).vertices
+        fragments = rasterize_mesh(vertices, head.faces, K, torch.as_tensor(tracking.world_to_cam), size, size)
+    return fragments.mask[:, None].float()
+
+
+def head_region(head, trackings: list[Tracking], size: int, margin: float) -> torch.Tensor:
+    """The union of the head masks of several trackings (one-frame trackings apply to every frame),
+    grown by `margin` of the image size and feathered over half of that: (T, 1, S, S) in [0, 1]."""
+    masks = [head_masks(head, tracking, size) for tracking in trackings]
+    frames = max(len(m) for m in masks)
+    union = torch.stack([m.expand(frames, -1, -1, -1) for m in masks]).amax(0)
+    grow = max(1, round(margin * size))
+    union = F.max_pool2d(union, 2 * grow + 1, stride=1, padding=grow)
+    feather = grow // 2
+    if feather:
+        union = F.avg_pool2d(union, 2 * feather + 1, stride=1, padding=feather, count_include_pad=False)
+    return union
+
+
+def paste_back(frames: torch.Tensor, reference: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Frames (T, 3, H, W) inside the region (T, 1, H, W), the reference (3, H, W) outside it."""
+    return region * frames + (1 - region) * reference[None]
 
 
 def _relative_motion(driving: Tracking, reference: Tracking) -> tuple[np.ndarray, np.ndarray]:
