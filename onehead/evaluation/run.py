@@ -1,0 +1,314 @@
+"""`onehead eval`: every method on the same frames, every metric, one report.
+
+Each method renders at its own resolution; outputs and targets are compared at one evaluation
+size. Per frame: PSNR, SSIM, L1 (and inside the ground-truth head mask), LPIPS, CSIM, AKD, AED
+and APD, each where its inputs exist. A metric that cannot run here is listed under "missing"
+with the reason, never given a number. Frames where a face metric finds no face are counted
+under "failures" and left out of that metric's means.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onehead.errors import MetricUnavailable
+from onehead.evaluation.methods import Method
+from onehead.evaluation.tasks import Item, evaluation_items
+from onehead.metrics import image as image_metrics
+from onehead.metrics import motion as motion_metrics
+
+# what each reported number means (written into every report)
+METRICS = {
+    "psnr": "PSNR in dB against the ground truth (higher is better)",
+    "ssim": "SSIM, Gaussian 11x11 window, sigma 1.5 (higher is better)",
+    "l1": "mean absolute error, images in [0, 1] (lower is better)",
+    "psnr_head": "PSNR inside the ground-truth head mask",
+    "ssim_head": "SSIM inside the ground-truth head mask",
+    "l1_head": "L1 inside the ground-truth head mask",
+    "lpips": "LPIPS (AlexNet), weights from a user file (lower is better)",
+    "csim": "cosine similarity of dlib face embeddings: to the ground truth (self) or the reference (cross)",
+    "csim_distance": "Euclidean distance of the same embeddings (dlib calls < 0.6 the same person)",
+    "akd": "mean distance of mediapipe's 68 points, output against ground truth, pixels",
+    "akd_iod": "AKD over the ground truth's inter-ocular distance",
+    "aed": "mean L1 of tracked expression coefficients and jaw pose, output against ground truth "
+           "(or the driving frames without ground truth)",
+    "apd": "mean L1 of the tracked head rotation (axis-angle, radians), same pairing as AED",
+    "pose_angle_deg": "angle between the tracked head rotations, degrees",
+}
+IMAGE_KEYS = ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head", "lpips")
+FACE_KEYS = ("csim", "csim_distance", "akd", "akd_iod", "aed", "apd", "pose_angle_deg")
+
+
+@dataclass
+class EvalOptions:
+    task: str = "self"
+    size: int | None = None  # evaluation size; default: the smallest model resolution (64 without models)
+    lpips_weights: str | None = None  # or $ONEHEAD_LPIPS_WEIGHTS
+    face_models: str | None = None  # dlib files for CSIM, or $ONEHEAD_FACE_MODELS, or the cache
+    motion_metrics: bool = True  # AKD / AED / APD (tracks every output)
+    max_items: int | None = None
+    video: str | None = None  # grid video of reference, target and every method
+    progress: bool = True
+    command: str = ""
+
+
+@dataclass
+class _Scores:
+    values: dict = field(default_factory=lambda: defaultdict(list))  # metric -> per-frame arrays
+    sequences: list = field(default_factory=list)  # the item name of each frame
+    seconds: float = 0.0
+    frames: int = 0
+
+
+def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> dict:
+    """Run every method on the task's items; the report as a dict (see METRICS)."""
+    from tqdm import tqdm
+
+    from onehead.pipelines.reenactment import driving_motion, prepare_reference
+
+    items = evaluation_items(data, options.task)[: options.max_items]
+    size = options.size or min([m.resolution for m in methods if m.resolution] or [64])
+    lpips_model, csim_embedder, missing = _perceptual_models(options)
+    if not options.motion_metrics:
+        missing.update({k: "switched off (--no-motion-metrics)" for k in ("akd", "akd_iod", "aed", "apd")})
+    from onehead.head.model import load_head_model
+
+    metric_head = load_head_model("basic")  # one tracker for every output: AED and APD comparable
+    scores = {m.name: _Scores() for m in methods}
+    grid = []
+    for item in tqdm(items, desc="evaluating", unit="clip", disable=not options.progress):
+        target, mask = (None, None) if item.target is None else item.target.tensors(item.frames, size)
+        driving_tracking = item.driving.tracking.select(item.frames)
+        truth = _frames_uint8(target) if target is not None else _driving_frames(item, size)
+        truth_tracking = _track(truth, metric_head, options)
+        outputs = {}
+        for method in methods:
+            resolution = method.resolution or size
+            start = time.perf_counter()
+            ref = prepare_reference(item.reference_image, method.head, resolution, item.reference.tracking)
+            motion = driving_motion(driving_tracking, ref, method.head, resolution, camera=item.camera)
+            frames = method.run(ref, motion).float()
+            scores[method.name].seconds += time.perf_counter() - start
+            frames = _resize(frames, size)
+            outputs[method.name] = frames
+            values = _frame_scores(frames, target, mask, item, truth_tracking, metric_head, size,
+                                   lpips_model, csim_embedder, options)
+            record = scores[method.name]
+            for key, value in values.items():
+                record.values[key].append(np.asarray(value, np.float64))
+            record.sequences += [item.name] * len(frames)
+            record.frames += len(frames)
+        if options.video:
+            grid.append(_grid_rows(item, size, truth, outputs))
+    report = _report(data, items, size, methods, scores, missing, options)
+    if options.video:
+        _write_grid(options.video, grid, ["reference", "ground truth" if items[0].target else "driving"]
+                    + [m.name for m in methods])
+    return report
+
+
+# ----------------------------------------------------------------------------- per frame
+def _frame_scores(frames, target, mask, item: Item, truth_tracking, metric_head, size: int,
+                  lpips_model, csim_embedder, options: EvalOptions) -> dict:
+    values = {}
+    if target is not None:
+        values["psnr"] = image_metrics.psnr(frames, target)
+        values["ssim"] = image_metrics.ssim(frames, target)
+        values["l1"] = image_metrics.l1(frames, target)
+        if mask is not None:
+            values["psnr_head"] = image_metrics.psnr(frames, target, mask)
+            values["ssim_head"] = image_metrics.ssim(frames, target, mask)
+            values["l1_head"] = image_metrics.l1(frames, target, mask)
+        if lpips_model is not None:
+            from onehead.metrics.lpips import lpips
+
+            with torch.no_grad():
+                values["lpips"] = torch.cat([lpips(a, b, lpips_model) for a, b in
+                                             zip(frames.split(16), target.split(16))])
+    values = {k: v.numpy() for k, v in values.items()}
+    pixels = _frames_uint8(frames)
+    if csim_embedder is not None:
+        if target is not None:
+            anchors = csim_embedder.embed(_frames_uint8(target))
+        else:
+            reference = _resize(torch.from_numpy(item.reference_image).permute(2, 0, 1)[None].float() / 255, size)
+            anchors = np.repeat(csim_embedder.embed(_frames_uint8(reference)), len(frames), 0)
+        embeddings = csim_embedder.embed(pixels)
+        values["csim"] = _cosine(embeddings, anchors)
+        values["csim_distance"] = np.linalg.norm(embeddings - anchors, axis=-1)
+    if options.motion_metrics:
+        tracking, scale = motion_metrics.track_for_metrics(pixels, metric_head)
+        truth, truth_scale = truth_tracking
+        found = motion_metrics.motion_metrics(tracking, truth, len(frames), scale, truth_scale)
+        if target is None:  # no ground truth: keypoints are not comparable, expressions and poses are
+            found.pop("akd"), found.pop("akd_iod")
+        values.update(found)
+    return values
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def _track(frames: np.ndarray, head, options: EvalOptions):
+    if not options.motion_metrics:
+        return None, 1.0
+    return motion_metrics.track_for_metrics(frames, head)
+
+
+def _driving_frames(item: Item, size: int) -> np.ndarray:
+    images, _ = item.driving.tensors(item.frames, size)
+    return _frames_uint8(images)
+
+
+def _frames_uint8(frames: torch.Tensor) -> np.ndarray:
+    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
+    if tuple(frames.shape[-2:]) == (size, size):
+        return frames
+    return F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def _perceptual_models(options: EvalOptions):
+    missing = {}
+    lpips_model = csim_embedder = None
+    try:
+        from onehead.metrics.lpips import load_lpips
+
+        lpips_model = load_lpips(options.lpips_weights)
+    except MetricUnavailable as exc:
+        missing["lpips"] = str(exc)
+    try:
+        from onehead.metrics.identity import load_face_embedder
+
+        csim_embedder = load_face_embedder(options.face_models)
+    except MetricUnavailable as exc:
+        missing["csim"] = missing["csim_distance"] = str(exc)
+    return lpips_model, csim_embedder, missing
+
+
+# ----------------------------------------------------------------------------- the report
+def _report(data, items, size, methods, scores, missing, options: EvalOptions) -> dict:
+    report = {
+        "command": options.command,
+        "task": options.task,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": {"path": str(Path(data).resolve()), "fingerprint": data_fingerprint(data, items),
+                 "items": len(items), "frames": sum(len(i.frames) for i in items),
+                 "ground_truth": items[0].target is not None},
+        "size": size,
+        "machine": machine(),
+        "metrics": {k: v for k, v in METRICS.items() if k not in missing},
+        "missing": missing,
+        "methods": {},
+    }
+    for method in methods:
+        record = scores[method.name]
+        per_frame = {key: np.concatenate(parts) for key, parts in record.values.items()}
+        sequences = np.array(record.sequences)
+        report["methods"][method.name] = {
+            "identifier": method.identifier,
+            "resolution": method.resolution or size,
+            "seconds": round(record.seconds, 3),
+            "seconds_per_frame": round(record.seconds / max(1, record.frames), 5),
+            "mean": {k: _mean(v) for k, v in per_frame.items()},
+            "failures": {k: int(np.isnan(v).sum()) for k, v in per_frame.items() if k in FACE_KEYS},
+            "per_sequence": {name: {k: _mean(v[sequences == name]) for k, v in per_frame.items()}
+                             for name in dict.fromkeys(record.sequences)},
+        }
+    return report
+
+
+def _mean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return round(float(values.mean()), 5) if len(values) else None
+
+
+def data_fingerprint(data, items: list[Item]) -> str:
+    """sha256 of the trackings and the pairs file the items read (their bytes), 16 hex digits."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = Path(data)
+    files = sorted({v.directory / "tracking.npz" for i in items for v in (i.reference, i.driving, i.target) if v})
+    if (root / "pairs.json").is_file():
+        files.append(root / "pairs.json")
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def format_table(report: dict) -> str:
+    """The mean scores as a markdown table, one row per method."""
+    keys = [k for k in METRICS if any(m["mean"].get(k) is not None for m in report["methods"].values())]
+    lines = ["| method | " + " | ".join(keys) + " | s/frame |", "|---" * (len(keys) + 2) + "|"]
+    for name, entry in report["methods"].items():
+        cells = [_cell(entry["mean"].get(k)) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {entry['seconds_per_frame']:.4f} |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}" if abs(value) < 1 else f"{value:.3f}"
+
+
+def write_report(report: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- the grid video
+def _grid_rows(item: Item, size: int, truth: np.ndarray, outputs: dict) -> np.ndarray:
+    """(T, size, size * (2 + methods), 3) uint8: reference | target or driving | each method."""
+    reference = _resize(torch.from_numpy(item.reference_image).permute(2, 0, 1)[None].float() / 255, size)
+    reference = np.repeat(_frames_uint8(reference), len(truth), 0)
+    return np.concatenate([reference, truth] + [_frames_uint8(f) for f in outputs.values()], axis=2)
+
+
+def _write_grid(path: str, clips: list[np.ndarray], labels: list[str], tile: int = 192) -> None:
+    import cv2
+
+    from onehead.data.video import write_video
+
+    frames = np.concatenate(clips)
+    scale = max(1, tile // frames.shape[1])
+    if scale > 1:
+        frames = np.stack([cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) for f in frames])
+    side = frames.shape[1]
+    header = np.full((28, frames.shape[2], 3), 255, np.uint8)
+    for i, label in enumerate(labels):
+        cv2.putText(header, label[: max(4, side // 9)], (i * side + 4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    frames = np.concatenate([np.repeat(header[None], len(frames), 0), frames], axis=1)
+    write_video(path, frames, fps=12)
+
+
+def command_line() -> str:
+    return " ".join(["onehead"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("onehead") else " ".join(sys.argv)
