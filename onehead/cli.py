@@ -186,6 +186,8 @@ def cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from onehead.bench import BENCHMARKS
+    from onehead.metrics.identity import add_fetch_command
+    from onehead.metrics.lpips import add_lpips_convert_command
 
     parser = argparse.ArgumentParser(prog="onehead", description="3D-aware head avatars: tracking and animation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-motion-metrics", action="store_true", help="skip AKD, AED and APD (no tracking of outputs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
+
+    add_fetch_command(sub)
+    add_lpips_convert_command(sub)
 
     p = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     p.add_argument("what", choices=sorted(BENCHMARKS), help="what to time")

@@ -277,3 +277,54 @@ def test_zero_initial_latent_is_the_seed_free_posterior_mean(head, batch):
     animator.config.initial_latent = "noise"
     c = animator.sample(batch["reference"][:1], control, num_steps=1, seed=1, progress=False)
     assert (a - c).abs().max() > 1e-3
+
+
+def test_warp_guidance_grows_a_checkpoint_without_changing_it(head, batch, synthetic, tmp_path):
+    """Turning warp guidance on for a trained model zero-pads the pose guider's new inputs: the
+    outputs stay the same, and the new inputs get gradients when training goes on."""
+    animator = _small(head).eval()
+    _randomise_zero_layers(animator)
+    animator.save_pretrained(tmp_path / "model")
+    grown = Animator.from_pretrained(tmp_path / "model", head, overrides={"warp_guidance": True})
+    assert grown.pose_guider.body[0].weight.shape[1] == 8 + 4
+    reference_view = synthetic / "id000_s00" / "cam00"
+    kwargs = dict(num_steps=2, max_frames=3, progress=False, camera="driving",
+                  reference_tracking=reference_view / "tracking.npz")
+    driving = synthetic / "id001_s00" / "cam01" / "tracking.npz"
+    before = animator.animate(reference_view / "frames" / "000000.png", driving, **kwargs)
+    after = grown.animate(reference_view / "frames" / "000000.png", driving, **kwargs)
+    torch.testing.assert_close(before.frames, after.frames, atol=1e-5, rtol=0)
+    assert after.control_maps.shape == before.control_maps.shape  # the features, for display
+
+    grown.train()
+    grown.set_stage(1)
+    grown.training_loss(batch, torch.Generator().manual_seed(0)).backward()
+    assert grown.pose_guider.body[0].weight.grad[:, 8:].abs().sum() > 0
+    with pytest.raises(Exception, match="needs the reference"):
+        grown.control_maps({k: v[:, 0] for k, v in batch["target_params"].items()}, batch["K"][:, 0],
+                           batch["world_to_cam"][:, 0])
+
+
+def test_reference_background_is_pasted_outside_the_head(head, synthetic):
+    """background='reference': far from the head (the reference's and every frame's) the output is
+    the reference, pixel for pixel; on the head it is the generated frame."""
+    from onehead.pipelines.reenactment import driving_motion, head_masks, prepare_reference
+
+    animator = _small(head, background="reference", background_margin=0.1).eval()
+    generated = _small(head).eval()
+    reference_view = synthetic / "id000_s00" / "cam00"
+    image = reference_view / "frames" / "000000.png"
+    driving = synthetic / "id001_s00" / "cam01" / "tracking.npz"
+    kwargs = dict(num_steps=2, max_frames=3, progress=False, camera="driving",
+                  reference_tracking=reference_view / "tracking.npz")
+    pasted = animator.animate(image, driving, **kwargs)
+    plain = generated.animate(image, driving, **kwargs)
+    ref = prepare_reference(image, head, 32, reference_view / "tracking.npz")
+    motion = driving_motion(driving, ref, head, 32, camera="driving", max_frames=3)
+    heads = torch.maximum(head_masks(head, ref.tracking, 32), head_masks(head, motion.tracking, 32))
+    far = torch.nn.functional.max_pool2d(heads, 9, stride=1, padding=4) == 0  # beyond the 3-pixel growth
+    assert far.sum() > 100
+    reference = pasted.reference[None].expand_as(pasted.frames)
+    assert torch.equal(pasted.frames.masked_select(far.expand_as(reference)), reference.masked_select(far.expand_as(reference)))
+    inside = heads.bool().expand_as(reference)
+    torch.testing.assert_close(pasted.frames.masked_select(inside), plain.frames.masked_select(inside))

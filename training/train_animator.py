@@ -665,12 +665,13 @@ def build_animator(config: ExperimentConfig, resume_from: Path | None):
     from onehead.pipelines.animator import Animator, AnimatorConfig
 
     train = config.train
-    if resume_from is None and train.init_from and set(config.model) - {"preset"}:
-        print("note: the model section is ignored: the checkpoint carries its own config", file=sys.stderr)
     if resume_from is not None:
         animator = Animator.from_pretrained(resume_from)
     elif train.init_from:
-        animator = Animator.from_pretrained(resolve_checkpoint(train.init_from, Path(train.output_dir), False))
+        # the checkpoint carries its config; keys set in the model section change it (e.g. warp_guidance)
+        overrides = {k: v for k, v in config.model.items() if k != "preset"}
+        animator = Animator.from_pretrained(resolve_checkpoint(train.init_from, Path(train.output_dir), False),
+                                            overrides=overrides)
     else:
         overrides = dict(config.model)
         preset = overrides.pop("preset", "tiny")

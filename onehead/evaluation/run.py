@@ -142,7 +142,7 @@ def _frame_scores(frames, target, mask, item: Item, truth_tracking, metric_head,
         if target is not None:
             anchors = csim_embedder.embed(_frames_uint8(target))
         else:
-            reference = _resize(torch.from_numpy(item.reference_image).permute(2, 0, 1)[None].float() / 255, size)
+            reference = _resize(_tensor(item.reference_image), size)
             anchors = np.repeat(csim_embedder.embed(_frames_uint8(reference)), len(frames), 0)
         embeddings = csim_embedder.embed(pixels)
         values["csim"] = _cosine(embeddings, anchors)
@@ -170,6 +170,11 @@ def _track(frames: np.ndarray, head, options: EvalOptions):
 def _driving_frames(item: Item, size: int) -> np.ndarray:
     images, _ = item.driving.tensors(item.frames, size)
     return _frames_uint8(images)
+
+
+def _tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1] (a copy: frames read from disk may be read-only)."""
+    return torch.tensor(image).permute(2, 0, 1)[None].float() / 255
 
 
 def _frames_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -287,7 +292,7 @@ def write_report(report: dict, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- the grid video
 def _grid_rows(item: Item, size: int, truth: np.ndarray, outputs: dict) -> np.ndarray:
     """(T, size, size * (2 + methods), 3) uint8: reference | target or driving | each method."""
-    reference = _resize(torch.from_numpy(item.reference_image).permute(2, 0, 1)[None].float() / 255, size)
+    reference = _resize(_tensor(item.reference_image), size)
     reference = np.repeat(_frames_uint8(reference), len(truth), 0)
     return np.concatenate([reference, truth] + [_frames_uint8(f) for f in outputs.values()], axis=2)
 

@@ -32,8 +32,10 @@ from onehead.models.conditioning import DOMAINS, DomainTokens, PoseGuider
 from onehead.models.gaussian_field import UVGaussianField
 from onehead.models.reference_attention import ReferenceBank, attach_reference_attention
 from onehead.models.temporal import TemporalLayers
+from onehead.render.warp import warp_reference
 
 KIND = "onehead-animator"
+WARP_CHANNELS = 4  # warp guidance: the warped reference (3) and where it is visible (1)
 CONFIG_FILE = "animator.json"
 WEIGHTS_FILE = "animator.safetensors"
 PARAM_KEYS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "translation")
@@ -78,6 +80,8 @@ class AnimatorConfig:
     background: str = "generated"  # "generated", or "reference": outside the head region the output
     # is the reference image (paste-back; right for a static camera and backdrop)
     background_margin: float = 0.08  # the head region grows by this fraction of the image size
+    warp_guidance: bool = False  # onehead's addition to paper 003: the pose guider also sees the
+    # reference warped by the head model's motion (onehead.render.warp) and where it is visible
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "AnimatorConfig":
@@ -142,7 +146,8 @@ class Animator(nn.Module):
         unet_cfg = denoising_unet.config
         self.gaussian_field = UVGaussianField.from_head(self.head, config.uv_resolution, config.control_channels,
                                                         normal_offset=config.normal_offset)
-        self.pose_guider = PoseGuider(config.control_channels, unet_cfg.block_out_channels[0], factor,
+        guide_channels = config.control_channels + (WARP_CHANNELS if config.warp_guidance else 0)
+        self.pose_guider = PoseGuider(guide_channels, unet_cfg.block_out_channels[0], factor,
                                       tuple(config.guider_channels))
         self.domain_tokens = DomainTokens(unet_cfg.cross_attention_dim, config.image_embed_dim)
         self.bank = ReferenceBank()
@@ -203,7 +208,10 @@ class Animator(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, head=None) -> "Animator":
+    def from_pretrained(cls, directory: str | os.PathLike, head=None, overrides: dict | None = None) -> "Animator":
+        """Load a checkpoint folder. overrides change its config (e.g. to fine-tune with
+        warp_guidance on): pose-guider inputs the checkpoint lacks start with zero weights, so the
+        model starts out computing exactly what the checkpoint did."""
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from safetensors.torch import load_file
 
@@ -217,7 +225,7 @@ class Animator(nn.Module):
             raise CheckpointError(f"{config_path}: unreadable ({exc})") from None
         if data.get("kind") != KIND:
             raise CheckpointError(f"{directory}: a checkpoint of kind {data.get('kind')!r}, not an Animator")
-        config = AnimatorConfig.from_dict(data)
+        config = AnimatorConfig.from_dict({**data, **(overrides or {})})
         try:
             unet = UNet2DConditionModel.from_pretrained(directory / "denoising_unet")
             reference = UNet2DConditionModel.from_pretrained(directory / "reference_unet")
@@ -228,6 +236,8 @@ class Animator(nn.Module):
         model = cls(config, head, denoising_unet=unet, reference_unet=reference, codec=codec)
         for name in ("gaussian_field", "pose_guider", "domain_tokens", "temporal"):
             part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+            if name == "pose_guider":
+                part = _pad_inputs(part, model.pose_guider)
             try:
                 getattr(model, name).load_state_dict(part)
             except RuntimeError as exc:
@@ -291,26 +301,55 @@ class Animator(nn.Module):
 
     def _batch_control(self, batch: dict) -> torch.Tensor:
         """Control maps (B * T, C, H, W) of a batch's target parameters at its cameras."""
+        frames = batch["K"].shape[1]
+        reference = None
+        if self.config.warp_guidance:
+            def per_frame(x):
+                return x.to(self.device).repeat_interleave(frames, 0)
+
+            reference = (per_frame(batch["reference"]), {k: per_frame(batch["reference_params"][k]) for k in PARAM_KEYS},
+                         per_frame(batch["reference_K"]), per_frame(batch["reference_world_to_cam"]))
         return self.control_maps(_flatten_params(batch["target_params"], self.device),
                                  batch["K"].flatten(0, 1).to(self.device),
-                                 batch["world_to_cam"].flatten(0, 1).to(self.device))
+                                 batch["world_to_cam"].flatten(0, 1).to(self.device), reference)
 
     # ------------------------------------------------------------------ the network pieces
     @property
     def device(self) -> torch.device:
         return self.pose_guider.out.weight.device
 
-    def control_maps(self, params: dict, K: torch.Tensor, world_to_cam: torch.Tensor,
+    def control_maps(self, params: dict, K: torch.Tensor, world_to_cam: torch.Tensor, reference=None,
                      chunk: int = 32) -> torch.Tensor:
-        """Head-model parameters (N, ...) at cameras (N, 3, 3), (N, 4, 4) -> (N, C, H, W)."""
+        """Head-model parameters (N, ...) at cameras (N, 3, 3), (N, 4, 4) -> the splatted Gaussian
+        features (N, C, H, W). With warp_guidance, `reference` = (image (N or 1, 3, H, W) in [0, 1],
+        its parameters (N or 1, ...), K, world_to_cam) adds the reference warped to each target
+        (in [-1, 1], 0 where not visible) and its visibility: (N, C + 4, H, W)."""
+        if self.config.warp_guidance and reference is None:
+            raise ConfigError("this Animator uses warp guidance: control_maps needs the reference")
         size = self.config.resolution
         maps = []
         for start in range(0, K.shape[0], chunk):
-            part = {k: v[start:start + chunk] for k, v in params.items()}
-            vertices = self.head(**part).vertices
-            maps.append(self.gaussian_field.splat(vertices, K[start:start + chunk], world_to_cam[start:start + chunk],
-                                                  size, size).features)
+            rows = slice(start, start + chunk)
+            vertices = self.head(**{k: v[rows] for k, v in params.items()}).vertices
+            features = self.gaussian_field.splat(vertices, K[rows], world_to_cam[rows], size, size).features
+            if self.config.warp_guidance:
+                features = torch.cat([features, self._warp_maps(reference, rows, vertices, K[rows],
+                                                                world_to_cam[rows])], 1)
+            maps.append(features)
         return torch.cat(maps)
+
+    def _warp_maps(self, reference, rows: slice, vertices, K, world_to_cam) -> torch.Tensor:
+        image, params, ref_K, ref_w2c = reference
+        count = vertices.shape[0]
+
+        def pick(x):
+            return x.expand(count, *x.shape[1:]) if x.shape[0] == 1 else x[rows]
+
+        with torch.no_grad():
+            ref_vertices = self.head(**{k: pick(v) for k, v in params.items()}).vertices
+            warp = warp_reference(pick(image), self.head.faces, ref_vertices, pick(ref_K), pick(ref_w2c),
+                                  vertices.detach(), K, world_to_cam)
+        return torch.cat([(warp.image * 2 - 1) * warp.visible, warp.visible], 1)
 
     def run_reference(self, reference_latents: torch.Tensor, context: torch.Tensor) -> None:
         """The ReferenceNet pass (t = 0) that fills the shared-attention bank."""
@@ -414,9 +453,12 @@ class Animator(nn.Module):
         params = {k: torch.as_tensor(v, device=self.device) for k, v in motion.tracking.head_params().items()}
         K = torch.as_tensor(motion.tracking.K, device=self.device)
         w2c = torch.as_tensor(motion.tracking.world_to_cam, device=self.device)
-        with torch.no_grad():
-            control = self.control_maps(params, K, w2c)
         image = torch.as_tensor(reference.image, device=self.device).permute(2, 0, 1).float()[None] / 255
+        ref_params = {k: torch.as_tensor(v, device=self.device) for k, v in reference.tracking.head_params().items()}
+        with torch.no_grad():
+            control = self.control_maps(params, K, w2c, (image, ref_params,
+                                                         torch.as_tensor(reference.tracking.K, device=self.device),
+                                                         torch.as_tensor(reference.tracking.world_to_cam, device=self.device)))
         frames = self.sample(image, control[None], num_steps, seed=seed, progress=progress)[0]
         if self.config.background == "reference":
             region = head_region(self.head, [reference.tracking, motion.tracking], self.config.resolution,
@@ -424,7 +466,7 @@ class Animator(nn.Module):
             frames = paste_back(frames, image[0], region.to(frames.device))
         elif self.config.background != "generated":
             raise ConfigError(f"background must be 'generated' or 'reference', got {self.config.background!r}")
-        return frames.cpu(), control.cpu()
+        return frames.cpu(), control[:, :self.config.control_channels].cpu()
 
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "animator-tiny"
@@ -439,6 +481,17 @@ def load_animator(checkpoint: str | os.PathLike | None = None, head=None) -> Ani
                                   "install onehead from its source tree (pip install -e .) or pass --checkpoint DIR")
         checkpoint = DEFAULT_CHECKPOINT
     return Animator.from_pretrained(checkpoint, head)
+
+
+def _pad_inputs(state: dict, guider: nn.Module) -> dict:
+    """A pose-guider state with fewer input channels than `guider`: zero weights for the new ones."""
+    first = guider.body[0].weight
+    weight = state.get("body.0.weight")
+    if weight is not None and weight.shape[1] < first.shape[1] and weight.shape[0] == first.shape[0]:
+        padded = torch.zeros_like(first)
+        padded[:, :weight.shape[1]] = weight
+        state = {**state, "body.0.weight": padded}
+    return state
 
 
 def _build_codec(config: AnimatorConfig):

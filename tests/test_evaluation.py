@@ -1,0 +1,149 @@
+"""Evaluation: face-motion metrics against hand computations, the mesh warp, the task's frames,
+and `onehead eval` end to end on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from onehead.cli import main
+from onehead.errors import CheckpointError
+from onehead.metrics.motion import akd, aed, apd
+
+
+def test_akd_of_a_known_landmark_shift():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(10, 50, (3, 68, 2))
+    target[:, 36], target[:, 45] = [10.0, 20.0], [30.0, 20.0]  # inter-ocular distance 20 px
+    prediction = target + np.array([3.0, 4.0])  # every point 5 px away
+    prediction[1] = np.nan  # a frame without a face stays NaN
+    scores = akd(prediction, target)
+    np.testing.assert_allclose(scores["akd"][[0, 2]], 5.0)
+    np.testing.assert_allclose(scores["akd_iod"][[0, 2]], 0.25)
+    assert np.isnan(scores["akd"][1])
+
+
+def test_apd_of_a_known_rotation_and_aed_of_a_known_offset():
+    target = np.zeros((2, 3))
+    prediction = np.array([[0.0, 0.3, 0.0], [0.1, 0.0, 0.0]])
+    scores = apd(prediction, target)
+    np.testing.assert_allclose(scores["apd"], [0.1, 0.1 / 3])
+    np.testing.assert_allclose(scores["pose_angle_deg"], np.degrees([0.3, 0.1]))
+    # two rotations about the same axis: the angle between them is the difference of the angles
+    scores = apd(np.array([[0.0, 0.5, 0.0]]), np.array([[0.0, 0.2, 0.0]]))
+    np.testing.assert_allclose(scores["pose_angle_deg"], np.degrees([0.3]))
+    expression = np.arange(12.0).reshape(2, 6)
+    np.testing.assert_allclose(aed(expression + [0.5, -0.5, 0, 0, 0, 0], expression), [1 / 6, 1 / 6])
+
+
+@pytest.fixture(scope="module")
+def tiny_set(head, tmp_path_factory):
+    from onehead.data.synthetic import SynthOptions, synthesize
+
+    out = tmp_path_factory.mktemp("eval-data")
+    synthesize(head, out, SynthOptions(identities=2, sequences=1, frames=3, views=1, size=64, texture_size=64,
+                                       cross_pairs=True, progress=False))
+    return out
+
+
+def test_mesh_warp_of_the_same_pose_returns_the_reference(head, tiny_set):
+    """Warping a frame to its own pose samples every visible pixel at its own centre."""
+    from onehead.data.sequence import open_sequence
+    from onehead.evaluation.baselines import mesh_warp
+    from onehead.pipelines.reenactment import driving_motion, prepare_reference
+
+    view = open_sequence(tiny_set / "id000_s00").views["cam00"]
+    reference = prepare_reference(view.frame(0), head, 64, view.tracking)
+    motion = driving_motion(view.tracking.select([0, 0]), reference, head, 64, camera="driving")
+    warped = mesh_warp(reference, motion, head)
+    image = torch.from_numpy(reference.image).permute(2, 0, 1).float() / 255
+    mask = torch.from_numpy(view.mask(0)) > 0.5
+    error = (warped - image).abs().amax(1)  # (T, H, W)
+    assert float(error[:, mask].mean()) < 1 / 255  # uint8 rounding
+    assert float((error[:, mask] < 2 / 255).float().mean()) > 0.97  # silhouette pixels may be inpainted
+
+
+def test_tasks_pick_the_right_frames(tiny_set):
+    from onehead.evaluation.tasks import evaluation_items
+
+    items = evaluation_items(tiny_set, "self")
+    assert [i.name for i in items] == ["id000_s00", "id001_s00"]  # the cross targets are not sequences
+    assert all(i.frames == [1, 2] and i.target is i.driving and i.camera == "driving" for i in items)
+    cross = evaluation_items(tiny_set, "cross")
+    assert [i.name for i in cross] == ["cross_id000_by_id001_s00", "cross_id001_by_id000_s00"]
+    assert cross[0].reference.directory.parent.name == "id000_s00"
+    assert cross[0].driving.directory.parent.name == "id001_s00" and cross[0].frames == [0, 1, 2]
+    (tiny_set / "pairs.json").rename(tiny_set / "pairs.bak")
+    try:
+        no_truth = evaluation_items(tiny_set, "cross")  # every sequence driven by the next one
+        assert all(i.target is None and i.camera is None for i in no_truth)
+        assert len(no_truth) == 4  # the two identities and the two cross renders
+    finally:
+        (tiny_set / "pairs.bak").rename(tiny_set / "pairs.json")
+
+
+def test_eval_end_to_end_reports_models_and_baselines(head, tiny_set, tmp_path, capsys):
+    from onehead.data.sequence import open_sequence, read_pairs
+    from onehead.metrics.image import psnr
+    from onehead.pipelines.animator import Animator, AnimatorConfig
+
+    torch.manual_seed(0)
+    unet = dict(layers_per_block=1, block_out_channels=(16, 32, 32),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
+    config = AnimatorConfig.from_preset("tiny", unet=unet, uv_resolution=32, guider_channels=(8, 16),
+                                        default_steps=1, warp_guidance=True, background="reference")
+    Animator.from_config(config, head).save_pretrained(tmp_path / "model")
+    report_path = tmp_path / "report.json"
+    code = main(["eval", "--data", str(tiny_set), "--task", "cross", "--out", str(report_path),
+                 "--model", str(tmp_path / "model"), "--video", str(tmp_path / "grid.mp4"), "--quiet",
+                 "--lpips", str(tmp_path / "absent.safetensors")])
+    assert code == 2  # a named LPIPS file that does not exist is an error, not a silent omission
+    code = main(["eval", "--data", str(tiny_set), "--task", "cross", "--out", str(report_path),
+                 "--model", str(tmp_path / "model"), "--video", str(tmp_path / "grid.mp4"), "--quiet"])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert set(report["methods"]) == {"animator:model", "copy_reference", "mesh_warp"}
+    assert report["data"]["frames"] == 6 and report["data"]["ground_truth"] and report["size"] == 64
+    assert "lpips" in report["missing"] and "lpips" not in report["metrics"]
+    assert report["methods"]["animator:model"]["identifier"]["weights_sha256"]
+
+    # the copy baseline's PSNR, recomputed here from the files
+    values = []
+    for pair in read_pairs(tiny_set):
+        reference, _ = open_sequence(tiny_set / pair["reference"]).views["cam00"].tensors([0])
+        target, _ = open_sequence(tiny_set / pair["target"]).views["cam00"].tensors(range(3))
+        values.append(psnr(reference.expand_as(target), target))
+    copy = report["methods"]["copy_reference"]
+    assert copy["mean"]["psnr"] == pytest.approx(float(torch.cat(values).mean()), abs=1e-4)
+    # the warp is the stronger floor on synthetic heads; both are scored on every frame
+    assert report["methods"]["mesh_warp"]["mean"]["psnr"] > copy["mean"]["psnr"]
+    for entry in report["methods"].values():
+        assert set(entry["per_sequence"]) == {"cross_id000_by_id001_s00", "cross_id001_by_id000_s00"}
+        assert entry["failures"]["akd"] <= 6 and entry["seconds"] >= 0
+        for key in ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head"):
+            assert np.isfinite(entry["mean"][key])
+
+    from onehead.data.video import read_video
+
+    frames, _ = read_video(tmp_path / "grid.mp4")
+    assert len(frames) == 6 and frames.shape[2] >= 5 * 64  # reference, truth and three methods
+    printed = capsys.readouterr().out
+    assert "| copy_reference |" in printed and "missing lpips" in printed
+
+
+def test_eval_rejects_folders_that_are_not_models(tiny_set, tmp_path, capsys):
+    from onehead.evaluation.methods import load_method
+
+    with pytest.raises(CheckpointError, match="not a onehead model folder"):
+        load_method(tmp_path)
+    (tmp_path / "animator.json").write_text(json.dumps({"kind": "something-else"}))
+    with pytest.raises(CheckpointError, match="kind 'something-else'"):
+        load_method(tmp_path)
+    assert main(["eval", "--data", str(tiny_set), "--task", "self", "--out", str(tmp_path / "r.json"),
+                 "--model", str(tmp_path / "missing")]) == 2
+    assert "model folder does not exist" in capsys.readouterr().err
