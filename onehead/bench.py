@@ -326,13 +326,15 @@ def report_raster(size: int | None = None, frames: int | None = None) -> dict:
 
 def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
     """Animator speed: the embedded tiny model (an untrained tiny one when absent) at its default
-    steps on a synthetic driving sequence; seconds per frame for control maps and denoising."""
+    steps on a synthetic driving sequence: control maps, one denoising step, and the whole frame
+    (control maps, ReferenceNet, every step, decoding and paste-back), per frame."""
     import tempfile
 
     from onehead.data.sequence import open_sequence
     from onehead.data.synthetic import SynthOptions, synthesize
     from onehead.head.model import load_head_model
     from onehead.pipelines.animator import DEFAULT_CHECKPOINT, Animator, AnimatorConfig, load_animator
+    from onehead.pipelines.reenactment import Motion, driving_motion, prepare_reference
 
     frames = frames or 32
     head = load_head_model("basic")
@@ -344,23 +346,92 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
         synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=resolution, progress=False))
         view = open_sequence(Path(out) / "id000_s00").views["cam00"]
         reference, tracking = view.frame(0), view.tracking
-        animator.animate(reference, tracking.select(slice(0, 4)), reference_tracking=tracking, progress=False)
+    ref = prepare_reference(reference, head, resolution, tracking)
+    motion = driving_motion(tracking, ref, head, resolution, camera="driving")
+    animator.reenact(ref, Motion(motion.tracking.select(slice(0, 4)), None), progress=False)  # warm-up
+    start = time.perf_counter()
+    _, control = animator.reenact(ref, motion, progress=False)
+    seconds = time.perf_counter() - start
+
+    params = {k: torch.as_tensor(v) for k, v in motion.tracking.head_params().items()}
+    K, w2c = torch.as_tensor(motion.tracking.K), torch.as_tensor(motion.tracking.world_to_cam)
+    image = torch.as_tensor(ref.image).permute(2, 0, 1).float()[None] / 255
+    reference_inputs = (image, {k: torch.as_tensor(v) for k, v in ref.tracking.head_params().items()},
+                        torch.as_tensor(ref.tracking.K), torch.as_tensor(ref.tracking.world_to_cam))
+    with torch.no_grad():
         start = time.perf_counter()
-        animator.animate(reference, tracking, reference_tracking=tracking, progress=False, camera="driving")
-        seconds = time.perf_counter() - start
+        guide = animator.control_maps(params, K, w2c, reference_inputs)
+        control_seconds = time.perf_counter() - start
+        window = min(frames, animator.config.window)
+        latents = torch.zeros(window, animator.codec.latent_channels, resolution // animator.codec.factor,
+                              resolution // animator.codec.factor)
+        context = animator.domain_tokens(torch.ones(window, dtype=torch.long))
+        animator.run_reference(animator.codec.encode(image * 2 - 1), context[:1])
+        step_times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            animator.denoise(latents, torch.full((window,), 999), context, guide[:window], window)
+            step_times.append(time.perf_counter() - start)
+        animator.bank.clear()
     return {"machine": _machine(), "model": "embedded tiny" if embedded else "untrained tiny",
             "resolution": resolution, "steps": animator.config.default_steps, "frames": frames,
+            "warp_guidance": animator.config.warp_guidance,
+            "control_ms_per_frame": 1000 * control_seconds / frames,
+            "denoise_step_ms_per_frame": 1000 * float(np.median(step_times)) / window,
             "seconds_per_frame": seconds / frames, "frames_per_s": frames / seconds}
 
 
 def report_animate(size: int | None = None, frames: int | None = None) -> dict:
     r = bench_animate(size, frames)
     print(f"onehead bench animate  ({r['machine']})")
-    print(f"  {r['model']} Animator at {r['resolution']}x{r['resolution']}, {r['steps']} DDIM steps, {r['frames']} frames: "
-          f"{r['seconds_per_frame']:.3f} s/frame ({r['frames_per_s']:.1f} frames/s, control maps and denoising)")
+    print(f"  {r['model']} Animator at {r['resolution']}x{r['resolution']}, {r['steps']} DDIM step(s), {r['frames']} frames"
+          f"{', warp guidance' if r['warp_guidance'] else ''}:")
+    print(f"    control maps (splatting{' and warp' if r['warp_guidance'] else ''})  {r['control_ms_per_frame']:7.2f} ms/frame")
+    print(f"    one denoising step (UNet with shared attention)  {r['denoise_step_ms_per_frame']:7.2f} ms/frame")
+    print(f"    whole frame  {r['seconds_per_frame']:.3f} s ({r['frames_per_s']:.1f} frames/s)")
     if not torch.cuda.is_available():
         print("  base at 512x512 on a GPU: no GPU on this machine")
     return r
+
+
+def report_all(size: int | None = None, frames: int | None = None) -> dict:
+    """Every benchmark at its defaults, then one table of the per-part figures."""
+    results = {name: BENCHMARKS[name]() for name in ("track", "raster", "splat", "synth", "animate")}
+    rows = summary_rows(results)
+    print()
+    print(f"machine: {_machine()}")
+    print("| part | setting | time | rate |")
+    print("|---|---|---|---|")
+    for part, setting, figure, rate in rows:
+        print(f"| {part} | {setting} | {figure} | {rate} |")
+    return {"machine": _machine(), "rows": rows, "results": results}
+
+
+def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(part, setting, time, rate) rows of the `onehead bench all` table."""
+    rows = []
+    t = results["track"]
+    rows += [("tracking: mediapipe landmarks", t["video"].split(":")[0], f"{t['landmarks_ms_per_frame']:.1f} ms/frame", ""),
+             ("tracking: head-model fit", "batched, warm-started", f"{t['fit_ms_per_frame']:.1f} ms/frame", ""),
+             ("tracking: whole video", "", f"{1000 / t['video_fps']:.1f} ms/frame", f"{t['video_fps']:.1f} frames/s")]
+    r = results["raster"]
+    for mesh in r["meshes"]:
+        rows.append((f"rasterize ({mesh['faces']:,} faces)", f"{r['size']}x{r['size']}",
+                     f"{mesh['rasterize_ms'][1]:.1f} ms", ""))
+    s = results["splat"]
+    rows += [("splat 10k Gaussians x 16 channels", f"{s['size']}x{s['size']}, forward",
+              f"{s['torch_cpu_forward_ms']:.1f} ms", ""),
+             ("splat 10k Gaussians x 16 channels", "forward + backward", f"{s['torch_cpu_forward_backward_ms']:.1f} ms", "")]
+    y = results["synth"]
+    rows.append(("synthetic heads", f"{y['size']}x{y['size']}, rendering", f"{1000 / y['render_fps']:.1f} ms/frame",
+                 f"{y['render_fps']:.1f} frames/s"))
+    a = results["animate"]
+    setting = f"{a['model']}, {a['resolution']}x{a['resolution']}"
+    rows += [("animate: control maps", setting, f"{a['control_ms_per_frame']:.1f} ms/frame", ""),
+             ("animate: one denoising step", setting, f"{a['denoise_step_ms_per_frame']:.1f} ms/frame", ""),
+             ("animate: whole frame", f"{setting}, {a['steps']} step(s)", f"{1000 * a['seconds_per_frame']:.1f} ms/frame",
+              f"{a['frames_per_s']:.1f} frames/s")]
+    return rows
 
 
 # name -> function(size=None, frames=None) that prints its figures and returns them as a dict.
@@ -371,6 +442,7 @@ BENCHMARKS = {
     "synth": report_synth,
     "animate": report_animate,
     "splat": report_splat,
+    "all": report_all,
 }
 
 
