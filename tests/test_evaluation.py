@@ -107,10 +107,10 @@ def test_eval_end_to_end_reports_models_and_baselines(head, tiny_set, tmp_path, 
                  "--model", str(tmp_path / "model"), "--video", str(tmp_path / "grid.mp4"), "--quiet"])
     assert code == 0
     report = json.loads(report_path.read_text())
-    assert set(report["methods"]) == {"animator:model", "copy_reference", "mesh_warp"}
+    assert set(report["methods"]) == {"model", "copy_reference", "mesh_warp"}
     assert report["data"]["frames"] == 6 and report["data"]["ground_truth"] and report["size"] == 64
     assert "lpips" in report["missing"] and "lpips" not in report["metrics"]
-    assert report["methods"]["animator:model"]["identifier"]["weights_sha256"]
+    assert report["methods"]["model"]["identifier"]["weights_sha256"]
 
     # the copy baseline's PSNR, recomputed here from the files
     values = []

@@ -44,7 +44,7 @@ def _animator(directory: Path, num_steps: int | None, seed: int) -> Method:
         return animator.reenact(reference, motion, num_steps=num_steps, seed=seed, progress=False)[0]
 
     steps = num_steps or animator.config.default_steps
-    return Method(f"animator:{directory.name}", run, animator.head, animator.config.resolution,
+    return Method(directory.name, run, animator.head, animator.config.resolution,
                   {"kind": "onehead-animator", "steps": steps, "seed": seed})
 
 

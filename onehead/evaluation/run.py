@@ -78,6 +78,10 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
     from onehead.pipelines.reenactment import driving_motion, prepare_reference
 
     items = evaluation_items(data, options.task)[: options.max_items]
+    names = [m.name for m in methods]
+    for i, (method, name) in enumerate(zip(methods, names)):  # two folders with one name: number them
+        if names.count(name) > 1:
+            method.name = f"{name}#{names[:i].count(name) + 1}"
     size = options.size or min([m.resolution for m in methods if m.resolution] or [64])
     lpips_model, csim_embedder, missing = _perceptual_models(options)
     if not options.motion_metrics:
