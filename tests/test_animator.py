@@ -328,3 +328,25 @@ def test_reference_background_is_pasted_outside_the_head(head, synthetic):
     assert torch.equal(pasted.frames.masked_select(far.expand_as(reference)), reference.masked_select(far.expand_as(reference)))
     inside = heads.bool().expand_as(reference)
     torch.testing.assert_close(pasted.frames.masked_select(inside), plain.frames.masked_select(inside))
+
+
+def test_export_writes_a_model_folder_with_inference_settings(head, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "export_animator", Path(__file__).resolve().parents[1] / "training" / "export_animator.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    animator = _small(head)
+    _randomise_zero_layers(animator)
+    animator.save_pretrained(tmp_path / "step" / "ema")
+    assert export.main([str(tmp_path / "step"), str(tmp_path / "out"), "--set", "default_steps=1",
+                        "--set", "background=reference", "--set", "background_margin=0.04"]) == 0
+    loaded = Animator.from_pretrained(tmp_path / "out", head)
+    assert (loaded.config.default_steps, loaded.config.background, loaded.config.background_margin) == (1, "reference", 0.04)
+    for key, value in animator.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    assert export.main([str(tmp_path / "step"), str(tmp_path / "raw"), "--raw"]) == 2  # no weights at step/
+    assert "not an onehead Animator checkpoint" in capsys.readouterr().err
+    assert export.main([str(tmp_path / "step"), str(tmp_path / "x"), "--set", "nonsense_key=1"]) == 2
