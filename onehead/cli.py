@@ -142,6 +142,8 @@ def cmd_animate(args) -> int:
     from onehead.pipelines.animator import load_animator
 
     animator = load_animator(args.checkpoint)
+    if args.background:
+        animator.config.background = args.background
     start = time.perf_counter()
     result = animator.animate(args.reference, args.driving, num_steps=args.steps, seed=args.seed,
                               max_frames=args.max_frames, reference_tracking=args.reference_tracking,
@@ -248,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="animate at most this many frames")
     p.add_argument("--driving-camera", action="store_true",
                    help="render at the driving frames' cameras with absolute poses (data in onehead's format)")
+    p.add_argument("--background", choices=("generated", "reference"), default=None,
+                   help="outside the head: the model's output, or the reference pasted back (default: the model's setting)")
     p.add_argument("--side-by-side", default=None, help="also write reference | driving | control | output here")
     p.add_argument("--tile", type=int, default=256, help="tile size of the side-by-side video")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
