@@ -565,11 +565,8 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def control_preview(animator, batch) -> torch.Tensor:
     """The splatted control maps' first three channels as (B, T, 3, H, W) in [0, 1]."""
-    from onehead.pipelines.animator import PARAM_KEYS
-
     clips, frames = batch["target"].shape[:2]
-    params = {k: batch["target_params"][k].flatten(0, 1) for k in PARAM_KEYS}
-    maps = animator.control_maps(params, batch["K"].flatten(0, 1), batch["world_to_cam"].flatten(0, 1))
+    maps = animator.batch_control(batch)[:, :animator.config.control_channels]
     maps = maps.float().view(clips, frames, *maps.shape[1:])[:, :, :3]
     if maps.shape[2] < 3:
         maps = torch.cat([maps, maps[:, :, :1].expand(-1, -1, 3 - maps.shape[2], -1, -1)], 2)

@@ -272,7 +272,7 @@ class Animator(nn.Module):
 
         target = batch["target"].to(self.device)
         clips, frames = target.shape[:2]
-        control = self._batch_control(batch)
+        control = self.batch_control(batch)
         with torch.no_grad():
             latents = self.codec.encode(target.flatten(0, 1) * 2 - 1, sample=True, generator=generator)
             reference_latents = self.codec.encode(batch["reference"].to(self.device) * 2 - 1)
@@ -295,11 +295,11 @@ class Animator(nn.Module):
     def sample_batch(self, batch: dict, num_steps: int | None = None, seed: int = 0) -> torch.Tensor:
         """Frames (B, T, 3, H, W) for a batch of dataset items (validation pictures)."""
         clips, frames = batch["target"].shape[:2]
-        control = self._batch_control(batch)
+        control = self.batch_control(batch)
         control = control.view(clips, frames, *control.shape[1:])
         return self.sample(batch["reference"].to(self.device), control, num_steps, seed=seed, progress=False)
 
-    def _batch_control(self, batch: dict) -> torch.Tensor:
+    def batch_control(self, batch: dict) -> torch.Tensor:
         """Control maps (B * T, C, H, W) of a batch's target parameters at its cameras."""
         frames = batch["K"].shape[1]
         reference = None
