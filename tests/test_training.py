@@ -248,3 +248,20 @@ def test_gradient_checkpointing(trainer, dataset_dir, tmp_path):
     config = write_config(tmp_path, dataset_dir, max_steps=1, save_every=0, validate_every=0,
                           gradient_checkpointing=True)
     assert trainer.main(["--config", str(config)]) == 0
+
+
+def test_fine_tune_into_warp_guidance_from_a_checkpoint(trainer, stage1_run, dataset_dir, tmp_path):
+    """train.init_from with model.warp_guidance: the pose guider grows zero-weighted inputs, the run
+    trains them, and its validation pictures and checkpoints work with the new control."""
+    folder, _ = stage1_run
+    init = folder / "run" / "checkpoints" / "step_000004"
+    config = write_config(tmp_path, dataset_dir, model={"warp_guidance": True}, init_from=str(init),
+                          max_steps=2, save_every=2, validate_every=2)
+    assert trainer.main(["--config", str(config)]) == 0
+    assert (tmp_path / "run" / "validation" / "step_000002.png").is_file()
+    before, after = weights(init), weights(tmp_path / "run" / "checkpoints" / "step_000002")
+    grown = after["pose_guider.body.0.weight"]
+    assert grown.shape[1] == before["pose_guider.body.0.weight"].shape[1] + 4
+    assert grown[:, -4:].abs().sum() > 0  # the new inputs trained
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "step_000002" / "animator.json").read_text())
+    assert saved["warp_guidance"] is True
