@@ -147,3 +147,26 @@ def test_eval_rejects_folders_that_are_not_models(tiny_set, tmp_path, capsys):
     assert main(["eval", "--data", str(tiny_set), "--task", "self", "--out", str(tmp_path / "r.json"),
                  "--model", str(tmp_path / "missing")]) == 2
     assert "model folder does not exist" in capsys.readouterr().err
+
+
+def test_motion_metrics_on_a_real_face_and_its_shifted_copy(head):
+    """mediapipe and the tracker on the astronaut at 128 px: the same frames agree exactly; a copy
+    shifted right by 4 px moves the keypoints by about 4 px, and barely changes expression and pose."""
+    import cv2
+
+    from onehead.data.samples import astronaut
+    from onehead.metrics.motion import motion_metrics, track_for_metrics
+
+    face = cv2.resize(astronaut()[20:276, 110:366], (128, 128), interpolation=cv2.INTER_AREA)
+    frames = np.stack([face, face])
+    shifted = np.stack([np.roll(face, 4, axis=1)] * 2)
+    truth, scale = track_for_metrics(frames, head)
+    same = motion_metrics(*track_for_metrics(frames, head)[:1], truth, 2, scale, scale)
+    np.testing.assert_allclose(same["akd"], 0, atol=1e-6)
+    np.testing.assert_allclose(same["apd"], 0, atol=1e-6)
+    moved_tracking, moved_scale = track_for_metrics(shifted, head)
+    moved = motion_metrics(moved_tracking, truth, 2, moved_scale, scale)
+    assert np.all((moved["akd"] > 3.0) & (moved["akd"] < 5.0)), moved["akd"]
+    assert np.all(moved["pose_angle_deg"] < 3.0) and np.all(moved["aed"] < 0.2)
+    blank = motion_metrics(None, truth, 2)  # no face in the output: NaN, counted as failures
+    assert np.isnan(blank["akd"]).all() and np.isnan(blank["apd"]).all()
