@@ -57,12 +57,11 @@ def cmd_track(args) -> int:
 def _write_animation(result, video_path, side_by_side_path=None, tile: int = 256):
     """Write an AnimationResult as a video (and optionally the side-by-side one); returns its
     uint8 frames (T, H, W, 3)."""
-    import torch
-
+    from onehead.data.images import frames_to_uint8
     from onehead.data.video import write_video
     from onehead.render.visualize import side_by_side
 
-    frames = (result.frames.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    frames = frames_to_uint8(result.frames)
     fps = float(result.tracking.fps)
     write_video(video_path, frames, fps=fps)
     if side_by_side_path:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from scipy.interpolate import CubicSpline
 
 from onehead.camera import intrinsics, project
+from onehead.data.images import frames_to_uint8
 from onehead.data.prepare import FRAMING_LIFT, FRAMING_SCALE
 from onehead.data.sequence import SequenceMeta, write_pairs, write_view
 from onehead.data.tracking_file import Tracking
@@ -420,11 +421,6 @@ def _tracking_for_view(shape, motion, K, world_to_cam, landmarks, size, fps, hea
         image_size=np.array([size, size]), fps=fps, head_model=head_kind)
 
 
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(T, C, H, W) in [0, 1] -> (T, H, W, C) uint8."""
-    return (images.permute(0, 2, 3, 1).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-
-
 @dataclass
 class SynthOptions:
     identities: int = 4
@@ -503,7 +499,7 @@ def synthesize(head, out: str | Path, options: SynthOptions = SynthOptions()) ->
             rendered += options.frames
             tracking = _tracking_for_view(plan.identity.shape, plan.motion, plan.Ks[v], plan.w2cs[v],
                                           result.landmarks68, options.size, options.fps, head.kind)
-            write_view(seq_dir, view, _to_uint8(result.rgb), tracking, masks=_to_uint8(result.mask)[..., 0])
+            write_view(seq_dir, view, frames_to_uint8(result.rgb), tracking, masks=frames_to_uint8(result.mask)[..., 0])
             bar.update(options.frames)
         extra = dict(plan.extra, seed=options.seed, light=asdict(plan.light),
                      appearance=asdict(plan.identity.appearance))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from onehead.data.images import frames_to_uint8
 from onehead.errors import MetricUnavailable
 from onehead.evaluation.methods import Method
 from onehead.evaluation.tasks import Item, evaluation_items
@@ -94,7 +95,7 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
     for item in tqdm(items, desc="evaluating", unit="clip", disable=not options.progress):
         target, mask = (None, None) if item.target is None else item.target.tensors(item.frames, size)
         driving_tracking = item.driving.tracking.select(item.frames)
-        truth = _frames_uint8(target) if target is not None else _driving_frames(item, size)
+        truth = frames_to_uint8(target) if target is not None else _driving_frames(item, size)
         truth_tracking = _track(truth, metric_head, options)
         outputs = {}
         for method in methods:
@@ -141,13 +142,13 @@ def _frame_scores(frames, target, mask, item: Item, truth_tracking, metric_head,
                 values["lpips"] = torch.cat([lpips(a, b, lpips_model) for a, b in
                                              zip(frames.split(16), target.split(16))])
     values = {k: v.numpy() for k, v in values.items()}
-    pixels = _frames_uint8(frames)
+    pixels = frames_to_uint8(frames)
     if csim_embedder is not None:
         if target is not None:
-            anchors = csim_embedder.embed(_frames_uint8(target))
+            anchors = csim_embedder.embed(frames_to_uint8(target))
         else:
             reference = _resize(_tensor(item.reference_image), size)
-            anchors = np.repeat(csim_embedder.embed(_frames_uint8(reference)), len(frames), 0)
+            anchors = np.repeat(csim_embedder.embed(frames_to_uint8(reference)), len(frames), 0)
         embeddings = csim_embedder.embed(pixels)
         values["csim"] = _cosine(embeddings, anchors)
         values["csim_distance"] = np.linalg.norm(embeddings - anchors, axis=-1)
@@ -173,16 +174,12 @@ def _track(frames: np.ndarray, head, options: EvalOptions):
 
 def _driving_frames(item: Item, size: int) -> np.ndarray:
     images, _ = item.driving.tensors(item.frames, size)
-    return _frames_uint8(images)
+    return frames_to_uint8(images)
 
 
 def _tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1] (a copy: frames read from disk may be read-only)."""
     return torch.tensor(image).permute(2, 0, 1)[None].float() / 255
-
-
-def _frames_uint8(frames: torch.Tensor) -> np.ndarray:
-    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -297,8 +294,8 @@ def write_report(report: dict, path: str | Path) -> Path:
 def _grid_rows(item: Item, size: int, truth: np.ndarray, outputs: dict) -> np.ndarray:
     """(T, size, size * (2 + methods), 3) uint8: reference | target or driving | each method."""
     reference = _resize(_tensor(item.reference_image), size)
-    reference = np.repeat(_frames_uint8(reference), len(truth), 0)
-    return np.concatenate([reference, truth] + [_frames_uint8(f) for f in outputs.values()], axis=2)
+    reference = np.repeat(frames_to_uint8(reference), len(truth), 0)
+    return np.concatenate([reference, truth] + [frames_to_uint8(f) for f in outputs.values()], axis=2)
 
 
 def _write_grid(path: str, clips: list[np.ndarray], labels: list[str], tile: int = 192) -> None:
