@@ -353,11 +353,9 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
     _, control = animator.reenact(ref, motion, progress=False)
     seconds = time.perf_counter() - start
 
-    params = {k: torch.as_tensor(v) for k, v in motion.tracking.head_params().items()}
-    K, w2c = torch.as_tensor(motion.tracking.K), torch.as_tensor(motion.tracking.world_to_cam)
-    image = torch.as_tensor(ref.image).permute(2, 0, 1).float()[None] / 255
-    reference_inputs = (image, {k: torch.as_tensor(v) for k, v in ref.tracking.head_params().items()},
-                        torch.as_tensor(ref.tracking.K), torch.as_tensor(ref.tracking.world_to_cam))
+    params, K, w2c = animator.motion_inputs(motion)
+    reference_inputs = animator.reference_inputs(ref)
+    image = reference_inputs[0]
     with torch.no_grad():
         start = time.perf_counter()
         guide = animator.control_maps(params, K, w2c, reference_inputs)

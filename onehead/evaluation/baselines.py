@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from onehead.data.images import frames_to_uint8
 from onehead.pipelines.reenactment import Motion, Reference
 from onehead.render.warp import warp_reference
 
@@ -31,12 +32,11 @@ def mesh_warp(reference: Reference, motion: Motion, head, inpaint_radius: int = 
     image = torch.from_numpy(reference.image).permute(2, 0, 1).float()[None] / 255
     with torch.no_grad():
         ref_vertices = _vertices(head, reference.tracking)
-        warp = warp_reference(image.expand(frames, -1, -1, -1), head.faces, ref_vertices.expand(frames, -1, -1),
-                              torch.as_tensor(reference.tracking.K[0]),
+        warp = warp_reference(image, head.faces, ref_vertices, torch.as_tensor(reference.tracking.K[0]),
                               torch.as_tensor(reference.tracking.world_to_cam[0]), _vertices(head, motion.tracking),
                               torch.as_tensor(motion.tracking.K), torch.as_tensor(motion.tracking.world_to_cam))
     background = _inpaint(reference.image, warp.reference_covered[0, 0].numpy() > 0, inpaint_radius)
-    warped = (warp.image.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    warped = frames_to_uint8(warp.image)
     out = []
     for t in range(frames):
         frame = background.copy()

@@ -340,10 +340,9 @@ class Animator(nn.Module):
 
     def _warp_maps(self, reference, rows: slice, vertices, K, world_to_cam) -> torch.Tensor:
         image, params, ref_K, ref_w2c = reference
-        count = vertices.shape[0]
 
-        def pick(x):
-            return x.expand(count, *x.shape[1:]) if x.shape[0] == 1 else x[rows]
+        def pick(x):  # one reference for every frame, or one per frame
+            return x if x.shape[0] == 1 else x[rows]
 
         with torch.no_grad():
             ref_vertices = self.head(**{k: pick(v) for k, v in params.items()}).vertices
@@ -444,21 +443,31 @@ class Animator(nn.Module):
         return AnimationResult(frames=frames, control_maps=control, tracking=motion.tracking,
                                reference=image, driving_frames=motion.frames)
 
+    def reference_inputs(self, reference) -> tuple:
+        """A prepared reference -> (image (1, 3, H, W) in [0, 1], parameters (1, ...), K, world_to_cam)
+        on the model's device: the `reference` argument of control_maps."""
+        image = torch.as_tensor(reference.image, device=self.device).permute(2, 0, 1).float()[None] / 255
+        params, K, world_to_cam = self.motion_inputs(reference)
+        return image, params, K, world_to_cam
+
+    def motion_inputs(self, motion) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """Head-model parameters (T, ...), K and world_to_cam of a Motion (or Reference) on the model's device."""
+        tracking = motion.tracking
+        params = {k: torch.as_tensor(v, device=self.device) for k, v in tracking.head_params().items()}
+        return (params, torch.as_tensor(tracking.K, device=self.device),
+                torch.as_tensor(tracking.world_to_cam, device=self.device))
+
     def reenact(self, reference, motion, *, num_steps: int | None = None, seed: int = 0,
                 progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """A prepared reference and motion (onehead.pipelines.reenactment) -> frames (T, 3, H, W)
         in [0, 1] and control maps (T, C, H, W), on the CPU."""
         from onehead.pipelines.reenactment import head_region, paste_back
 
-        params = {k: torch.as_tensor(v, device=self.device) for k, v in motion.tracking.head_params().items()}
-        K = torch.as_tensor(motion.tracking.K, device=self.device)
-        w2c = torch.as_tensor(motion.tracking.world_to_cam, device=self.device)
-        image = torch.as_tensor(reference.image, device=self.device).permute(2, 0, 1).float()[None] / 255
-        ref_params = {k: torch.as_tensor(v, device=self.device) for k, v in reference.tracking.head_params().items()}
+        params, K, w2c = self.motion_inputs(motion)
+        reference_inputs = self.reference_inputs(reference)
+        image = reference_inputs[0]
         with torch.no_grad():
-            control = self.control_maps(params, K, w2c, (image, ref_params,
-                                                         torch.as_tensor(reference.tracking.K, device=self.device),
-                                                         torch.as_tensor(reference.tracking.world_to_cam, device=self.device)))
+            control = self.control_maps(params, K, w2c, reference_inputs)
         frames = self.sample(image, control[None], num_steps, seed=seed, progress=progress)[0]
         if self.config.background == "reference":
             region = head_region(self.head, [reference.tracking, motion.tracking], self.config.resolution,

@@ -29,19 +29,24 @@ class Warp:
 def warp_reference(reference: torch.Tensor, faces: torch.Tensor, reference_vertices: torch.Tensor,
                    reference_K: torch.Tensor, reference_world_to_cam: torch.Tensor, vertices: torch.Tensor,
                    K: torch.Tensor, world_to_cam: torch.Tensor, depth_tolerance: float = 0.01) -> Warp:
-    """reference (N, 3, H, W) with its posed mesh (N, V, 3) and camera; the output mesh (N, V, 3)
-    and camera. Every tensor has the same N (expand a single reference to the output's N)."""
+    """reference (1 or N, 3, H, W) with its posed mesh (1 or N, V, 3) and camera ((3, 3) and (4, 4),
+    or batched like the mesh); the output mesh (N, V, 3) and camera. A single reference is rasterized
+    once and shared by the N outputs."""
     height, width = reference.shape[-2:]
+    count = vertices.shape[0]
     with torch.no_grad():
         seen = rasterize_mesh(reference_vertices, faces, reference_K, reference_world_to_cam, height, width)
         fragments = rasterize_mesh(vertices, faces, K, world_to_cam, height, width)
-        points = interpolate(fragments, faces, reference_vertices)  # (N, H, W, 3)
+        shared = reference_vertices if reference_vertices.shape[0] == count else reference_vertices[0]
+        points = interpolate(fragments, faces, shared)  # (N, H, W, 3) on the reference's mesh
         pixels, depth = project(points.flatten(1, 2), reference_K, reference_world_to_cam)
         grid = torch.stack([(pixels[..., 0] + 0.5) / width, (pixels[..., 1] + 0.5) / height], -1) * 2 - 1
         grid = grid.view(-1, height, width, 2).to(reference.dtype)  # pixel centres at integers (onehead.camera)
-        colours = F.grid_sample(reference, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        seen_depth = F.grid_sample(seen.depth[:, None].to(reference.dtype), grid, mode="nearest",
-                                   padding_mode="zeros", align_corners=False)
+        colours = F.grid_sample(reference.expand(count, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                                align_corners=False)
+        seen_depth = F.grid_sample(seen.depth[:, None].to(reference.dtype).expand(count, -1, -1, -1), grid,
+                                   mode="nearest", padding_mode="zeros", align_corners=False)
         covered = fragments.mask[:, None].to(reference.dtype)
         visible = covered * (seen_depth > 0) * (depth.view_as(seen_depth) <= seen_depth * (1 + depth_tolerance))
-        return Warp(colours * visible, visible, covered, seen.mask[:, None].to(reference.dtype))
+        reference_covered = seen.mask[:, None].to(reference.dtype).expand(count, -1, -1, -1)
+        return Warp(colours * visible, visible, covered, reference_covered)
