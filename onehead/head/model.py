@@ -26,6 +26,9 @@ from onehead.head.flame_format import FlameData, read_flame_dir, write_flame_dir
 from onehead.head.geometry import barycentric_points
 
 HEAD_KINDS = ("basic", "flame")
+# The head model's parameters, in the order of its forward(); every per-frame one but `shape`.
+HEAD_PARAM_NAMES = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "translation")
+MOTION_PARAM_NAMES = HEAD_PARAM_NAMES[1:]
 NUM_JOINTS = 5  # root, neck, jaw, left eye, right eye
 NECK_KIN_CHAIN = (0,)  # smplx takes the contour yaw from the global rotation alone (FLAME.NECK_IDX = 0)
 
@@ -101,8 +104,9 @@ class HeadModel(torch.nn.Module):
 
     @property
     def parameter_sizes(self) -> dict[str, int]:
-        return {"shape": self.num_shape, "expression": self.num_expression, "global_pose": 3,
-                "neck_pose": 3, "jaw_pose": 3, "eye_pose": 6, "translation": 3}
+        sizes = {"shape": self.num_shape, "expression": self.num_expression, "global_pose": 3,
+                 "neck_pose": 3, "jaw_pose": 3, "eye_pose": 6, "translation": 3}
+        return {name: sizes[name] for name in HEAD_PARAM_NAMES}
 
     # ------------------------------------------------------------------ forward
     def forward(self, shape=None, expression=None, global_pose=None, neck_pose=None, jaw_pose=None,
