@@ -265,8 +265,49 @@ def test_flame_dir_round_trip(tmp_path):
     (target / "stale.txt").write_text("left over")
     write_flame_dir(original, target)
     assert not (target / "stale.txt").exists(), "writing must replace the directory"
-    assert not list(tmp_path.glob("copy.tmp*")), "staging directory left behind"
+    assert sorted(tmp_path.iterdir()) == [target], "staging directory left behind"
     _assert_same_flame(original, read_flame_dir(target))
+
+
+def test_failed_flame_dir_write_leaves_the_old_one(tmp_path, monkeypatch):
+    import onehead.head.flame_format as flame_format
+
+    original = read_flame_dir(basic_head_dir())
+    target = tmp_path / "model"
+    write_flame_dir(original, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def broken_save(*args, **kwargs):  # fails after FLAME_NEUTRAL.pkl is written
+        raise OSError("disk full")
+
+    monkeypatch.setattr(flame_format.np, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_flame_dir(original, target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(tmp_path.iterdir()) == [target], "staging directory left behind"
+
+
+def test_each_load_is_its_own_module(head):
+    """Moving, retyping or training one loaded head never changes another caller's head."""
+    first = load_head_model("basic")
+    second = load_head_model("basic")
+    assert first is not second
+    reference = {name: b.clone() for name, b in second.named_buffers()}
+    first.double().train()
+    first.v_template.add_(1.0)  # even in-place edits of one model's buffers stay its own
+    if torch.cuda.is_available():
+        first.to("cuda")
+    again = load_head_model("basic")
+    for model in (second, again, head):
+        assert not model.training
+        assert model.v_template.device.type == "cpu" and model.v_template.dtype == torch.float32
+        for name, buffer in model.named_buffers():
+            assert buffer.dtype == reference[name].dtype, name
+            assert torch.equal(buffer, reference[name]), f"{name} changed"
+        p = _random_params(model, 1, seed=3)
+        with torch.no_grad():
+            out = model(**p)
+        assert out.vertices.dtype == torch.float32
 
 
 class _Evil:
@@ -379,4 +420,6 @@ def test_licensed_flame_layout_loads_like_basic(head, tmp_path, monkeypatch):
     assert torch.allclose(a.landmarks68, b.landmarks68, atol=1e-6, rtol=0)
 
     monkeypatch.setenv("ONEHEAD_FLAME_DIR", str(flame_dir))
-    assert load_head_model("flame") is flame  # the environment variable names the same directory
+    again = load_head_model("flame")  # the environment variable names the same directory
+    assert again is not flame and again.source == flame.source
+    assert torch.equal(again.v_template, flame.v_template)

