@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from collections import defaultdict
@@ -26,6 +25,7 @@ from onehead.data.images import frames_to_uint8
 from onehead.errors import MetricUnavailable
 from onehead.evaluation.methods import Method
 from onehead.evaluation.tasks import Item, evaluation_items
+from onehead.machine import machine_info
 from onehead.metrics import image as image_metrics
 from onehead.metrics import motion as motion_metrics
 
@@ -216,7 +216,7 @@ def _report(data, items, size, methods, scores, missing, options: EvalOptions) -
                  "items": len(items), "frames": sum(len(i.frames) for i in items),
                  "ground_truth": items[0].target is not None},
         "size": size,
-        "machine": machine(),
+        "machine": machine_info(),
         "metrics": {k: v for k, v in METRICS.items() if k not in missing},
         "missing": missing,
         "methods": {},
@@ -255,14 +255,6 @@ def data_fingerprint(data, items: list[Item]) -> str:
     for path in files:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def format_table(report: dict) -> str:
