@@ -1,2 +1,7 @@
-from onehead.render.rasterize import Fragments, interpolate, rasterize_mesh, rasterize_uv
-from onehead.render.splat import SplatResult, splat_features
+from onehead.render.rasterize import Fragments, interpolate, rasterize_mesh, rasterize_uv, visible_faces
+from onehead.render.splat import (ProjectedGaussians, SplatResult, TileIntersections, gaussian_covariances,
+                                  intersect_tiles, project_gaussians, splat_features)
+
+__all__ = ["Fragments", "ProjectedGaussians", "SplatResult", "TileIntersections", "gaussian_covariances",
+           "interpolate", "intersect_tiles", "project_gaussians", "rasterize_mesh", "rasterize_uv",
+           "splat_features", "visible_faces"]

@@ -1,6 +1,7 @@
 """Mesh rasterizer: which face is seen at each pixel, where on it, and how far away.
 
     fragments = rasterize_mesh(vertices, faces, K, world_to_cam, H, W)   # (B, V, 3) world vertices
+    face_index = visible_faces(vertices, faces, K, world_to_cam, H, W)   # step 1 below, alone
     normals = interpolate(fragments, faces, vertex_normals)               # (B, H, W, 3)
     uv = interpolate(fragments, uv_faces, uv_coords)                       # per-face-corner attributes
     texels = rasterize_uv(uv_coords, uv_faces, 256)                        # texel -> (face, barycentric)
@@ -80,13 +81,8 @@ def rasterize_mesh(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor,
     Returns Fragments with face_index (B, height, width), bary (B, height, width, 3), depth.
     """
     backend = _resolve_backend(backend)
-    batch = _check_vertices_and_faces(vertices, faces)
-    faces = faces.long().to(vertices.device)
-    K = _batched(K, (3, 3), batch, "K").to(vertices.dtype)
-    world_to_cam = _batched(world_to_cam, (4, 4), batch, "world_to_cam").to(vertices.dtype)
-    height, width = _check_size(height, width)
-    if not near > 0:
-        raise ConfigError(f"rasterize_mesh: near must be > 0, got {near}")
+    faces, K, world_to_cam, height, width = _mesh_inputs(vertices, faces, K, world_to_cam, height, width, near,
+                                                         "rasterize_mesh")
 
     cam = world_to_camera(vertices, world_to_cam)
     with torch.no_grad():
@@ -101,6 +97,23 @@ def rasterize_mesh(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor,
             face_index = _visible_faces_nvdiffrast(cam.detach(), faces, drawable, K, height, width, near)
     bary, depth = _surface_at_pixels(cam, faces, face_index, K)
     return Fragments(face_index, bary, depth)
+
+
+def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, world_to_cam: torch.Tensor,
+                  height: int, width: int, *, cull_backfaces: bool = False, near: float = 1e-3) -> torch.Tensor:
+    """Step 1 of `rasterize_mesh` alone (torch backend): the visible face at each pixel, no gradients.
+
+    Same arguments and coverage rules as rasterize_mesh; returns face_index (B, height, width) long,
+    -1 on the background, equal to `rasterize_mesh(...).face_index` with backend="torch". Useful
+    where only visibility is needed (masks, face ids) and to time that step on its own.
+    """
+    faces, K, world_to_cam, height, width = _mesh_inputs(vertices, faces, K, world_to_cam, height, width, near,
+                                                         "visible_faces")
+    with torch.no_grad():
+        vertices = vertices.detach()
+        drawable = _drawable_faces(world_to_camera(vertices, world_to_cam), faces, near, cull_backfaces)
+        pixels, depth = project(vertices, K, world_to_cam)
+        return _visible_faces(pixels, depth, faces, drawable, height, width)
 
 
 def rasterize_uv(uv_coords: torch.Tensor, uv_faces: torch.Tensor, resolution: int | tuple[int, int]) -> Fragments:
@@ -168,6 +181,18 @@ def _resolve_backend(backend: str) -> str:
         raise ConfigError(f"rasterize_mesh: backend={backend!r} was asked for but {backend} is not importable "
                           "here; install it or use backend='torch'")
     return backend
+
+
+def _mesh_inputs(vertices, faces, K, world_to_cam, height, width, near, caller: str):
+    """Checked and batched (faces, K, world_to_cam, height, width) for a (B, V, 3) vertex batch."""
+    batch = _check_vertices_and_faces(vertices, faces)
+    faces = faces.long().to(vertices.device)
+    K = _batched(K, (3, 3), batch, "K").to(vertices.dtype)
+    world_to_cam = _batched(world_to_cam, (4, 4), batch, "world_to_cam").to(vertices.dtype)
+    height, width = _check_size(height, width)
+    if not near > 0:
+        raise ConfigError(f"{caller}: near must be > 0, got {near}")
+    return faces, K, world_to_cam, height, width
 
 
 def _check_vertices_and_faces(vertices: torch.Tensor, faces: torch.Tensor) -> int:
