@@ -15,11 +15,11 @@ from onehead.data.samples import astronaut
 from onehead.data.tracking_file import Tracking, load_tracking
 from onehead.errors import MediaReadError, NoFaceError
 from onehead.head.generate import EXPRESSION_NAMES
-from onehead.tracking.fit import FitSettings, fit_frames, interpolate_invalid
+from onehead.tracking.fit import FITTED_PARAM_NAMES, FitSettings, fit_frames, interpolate_invalid
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68
 from onehead.tracking.tracker import TrackOptions, track, track_frames
 
-PARAMS = ("expression", "global_pose", "jaw_pose", "eye_pose", "translation")
+PARAMS = FITTED_PARAM_NAMES  # every per-frame parameter but neck_pose (the global rotation's twin)
 OPTIONS = TrackOptions(progress=False)
 
 

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from onehead.camera import scale_intrinsics
-from onehead.data.sequence import Sequence, View, list_sequences, open_sequence
+from onehead.data.sequence import DOMAINS, Sequence, View, list_sequences, open_sequence
 from onehead.errors import MediaReadError, OneheadError
 
-DOMAIN_IDS = {"real": 0, "synthetic": 1}
-PARAM_KEYS = ("expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "translation")
+DOMAIN_IDS = {name: index for index, name in enumerate(DOMAINS)}  # the ids the domain token uses
 
 
 @dataclass

@@ -26,9 +26,10 @@ from onehead.data.images import load_image, save_image
 from onehead.data.tracking_file import Tracking, load_tracking
 from onehead.data.video import natural_key, read_video, write_video
 from onehead.errors import MediaReadError
+from onehead.files import write_json_atomic
 
 FORMAT = "onehead-v1"
-DOMAINS = ("real", "synthetic")
+DOMAINS = ("real", "synthetic")  # the one list of domains (the models' domain token uses it too)
 META_FILE = "meta.json"
 TRACKING_FILE = "tracking.npz"
 PAIRS_FILE = "pairs.json"
@@ -49,12 +50,9 @@ class SequenceMeta:
     extra: dict = field(default_factory=dict)  # free-form provenance (source video, seed, pairs...)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory) / META_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = asdict(self)
         data["size"] = list(self.size)
-        _atomic_write_text(path, json.dumps(data, indent=2))
-        return path
+        return write_json_atomic(Path(directory) / META_FILE, data)
 
 
 def read_meta(directory: str | os.PathLike) -> SequenceMeta:
@@ -199,9 +197,7 @@ def read_pairs(root: str | os.PathLike) -> list[dict]:
 
 
 def write_pairs(root: str | os.PathLike, pairs: list[dict]) -> Path:
-    path = Path(root) / PAIRS_FILE
-    _atomic_write_text(path, json.dumps({"format": FORMAT, "pairs": pairs}, indent=2))
-    return path
+    return write_json_atomic(Path(root) / PAIRS_FILE, {"format": FORMAT, "pairs": pairs})
 
 
 def _listed(folder: Path) -> list[Path] | None:
@@ -210,9 +206,3 @@ def _listed(folder: Path) -> list[Path] | None:
     files = [p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
     return sorted(files, key=natural_key)
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -31,6 +31,7 @@ from onehead.data.prepare import FRAMING_LIFT, FRAMING_SCALE
 from onehead.data.sequence import SequenceMeta, write_pairs, write_view
 from onehead.data.tracking_file import Tracking
 from onehead.errors import ConfigError
+from onehead.head import MOTION_PARAM_NAMES
 from onehead.render.gbuffers import GBuffers, render_gbuffers
 from onehead.render.rasterize import interpolate, rasterize_uv
 
@@ -270,11 +271,9 @@ def random_motion(rng: np.random.Generator, num_frames: int, fps: float, num_exp
     gaze = _smooth_curve(rng, t, 0.7, 1.0, channels=2) * np.array([0.12, 0.2])
     eye_pose = np.concatenate([gaze, np.zeros((num_frames, 1)), gaze, np.zeros((num_frames, 1))], 1)
     translation = _smooth_curve(rng, t, 2.0, 1.0, channels=3) * 0.008
-    return {
-        "expression": expression.astype(np.float32), "jaw_pose": jaw.astype(np.float32),
-        "global_pose": pose.astype(np.float32), "neck_pose": np.zeros((num_frames, 3), np.float32),
-        "eye_pose": eye_pose.astype(np.float32), "translation": translation.astype(np.float32),
-    }
+    motion = {"expression": expression, "global_pose": pose, "neck_pose": np.zeros((num_frames, 3)),
+              "jaw_pose": jaw, "eye_pose": eye_pose, "translation": translation}
+    return {name: motion[name].astype(np.float32) for name in MOTION_PARAM_NAMES}
 
 
 def _smooth_curve(rng, t, timescale, scale, channels=None):

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from onehead.errors import MediaReadError
+from onehead.files import atomic_path
+from onehead.head import MOTION_PARAM_NAMES
 
 
 @dataclass
@@ -49,15 +51,9 @@ class Tracking:
     def head_params(self, frames=slice(None)) -> dict:
         """Head-model inputs for the given frames, as float32 numpy arrays."""
         count = len(range(self.num_frames)[frames]) if isinstance(frames, slice) else len(frames)
-        return {
-            "shape": np.broadcast_to(self.shape, (count, self.shape.shape[-1])).astype(np.float32),
-            "expression": self.expression[frames].astype(np.float32),
-            "global_pose": self.global_pose[frames].astype(np.float32),
-            "neck_pose": self.neck_pose[frames].astype(np.float32),
-            "jaw_pose": self.jaw_pose[frames].astype(np.float32),
-            "eye_pose": self.eye_pose[frames].astype(np.float32),
-            "translation": self.translation[frames].astype(np.float32),
-        }
+        params = {"shape": np.broadcast_to(self.shape, (count, self.shape.shape[-1])).astype(np.float32)}
+        params.update({name: getattr(self, name)[frames].astype(np.float32) for name in MOTION_PARAM_NAMES})
+        return params
 
     def select(self, frames) -> "Tracking":
         """The same tracking restricted to some frames (a slice, a range or a list of indices)."""
@@ -69,17 +65,15 @@ class Tracking:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:  # a file object: numpy adds no ".npz" to the name
+                np.savez_compressed(handle, **arrays)
         return path
 
 
-_PER_FRAME = {"expression": 2, "global_pose": 2, "neck_pose": 2, "jaw_pose": 2, "eye_pose": 2,
-              "translation": 2, "K": 3, "world_to_cam": 3, "landmarks68": 3, "landmarks_mp": 3,
-              "valid": 1, "fit_error": 1}
+_PER_FRAME = {**{name: 2 for name in MOTION_PARAM_NAMES},
+              "K": 3, "world_to_cam": 3, "landmarks68": 3, "landmarks_mp": 3, "valid": 1, "fit_error": 1}
 
 
 def load_tracking(path: str | os.PathLike) -> Tracking:

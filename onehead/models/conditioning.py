@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from onehead.data.sequence import DOMAINS  # defined once, by the data format
+
 
 class PoseGuider(nn.Module):
     """Control maps (B, C, H, W) -> a residual at latent resolution added after the UNet's conv_in.
@@ -33,9 +35,6 @@ class PoseGuider(nn.Module):
 
     def forward(self, control: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(control))
-
-
-DOMAINS = ("real", "synthetic")
 
 
 class DomainTokens(nn.Module):

@@ -20,6 +20,7 @@ from onehead.camera import project, scale_intrinsics
 from onehead.data.images import load_image
 from onehead.data.tracking_file import Tracking, load_tracking
 from onehead.errors import ConfigError
+from onehead.head import MOTION_PARAM_NAMES
 
 
 @dataclass
@@ -101,10 +102,8 @@ def driving_motion(driving, reference: Reference, head, size: int, camera=None, 
         world_to_cam = np.repeat(np.asarray(world_to_cam, np.float32)[None], count, 0)
 
     rendered = Tracking(
-        shape=values["shape"], expression=values["expression"].astype(np.float32),
-        global_pose=values["global_pose"].astype(np.float32), neck_pose=values["neck_pose"].astype(np.float32),
-        jaw_pose=values["jaw_pose"].astype(np.float32), eye_pose=values["eye_pose"].astype(np.float32),
-        translation=values["translation"].astype(np.float32), K=K.astype(np.float32),
+        shape=values["shape"], **{name: values[name].astype(np.float32) for name in MOTION_PARAM_NAMES},
+        K=K.astype(np.float32),
         world_to_cam=world_to_cam.astype(np.float32), landmarks68=np.zeros((count, 68, 2), np.float32),
         landmarks_mp=np.full((count, 478, 2), np.nan, np.float32), valid=tracking.valid,
         fit_error=tracking.fit_error, image_size=np.array([size, size]), fps=tracking.fps,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from onehead.camera import project
-from onehead.head.model import HeadModel
+from onehead.head.model import MOTION_PARAM_NAMES, HeadModel
 
 
 
@@ -39,7 +39,10 @@ class FitSettings:
     learning_rate: float = 0.03
 
 
-PARAM_NAMES = ("expression", "global_pose", "jaw_pose", "eye_pose", "translation")
+# Neck and global rotation both turn the whole head (the landmarks cannot tell them apart), so
+# the fit keeps neck_pose at zero and fits every other per-frame parameter.
+UNFITTED_PARAM_NAMES = ("neck_pose",)
+FITTED_PARAM_NAMES = tuple(name for name in MOTION_PARAM_NAMES if name not in UNFITTED_PARAM_NAMES)
 
 
 def landmark_weights(settings: FitSettings) -> torch.Tensor:
@@ -98,15 +101,11 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
     iod = (targets[:, 45] - targets[:, 36]).norm(dim=-1).clamp(min=1.0)
     weights = landmark_weights(settings)
 
-    params = {
-        "expression": torch.zeros(frames, head.num_expression),
-        "global_pose": torch.zeros(frames, 3),
-        "jaw_pose": torch.zeros(frames, 3),
-        "eye_pose": torch.zeros(frames, 6),
-        "translation": initial_translation(head, targets, K, world_to_cam),
-    }
+    sizes = head.parameter_sizes
+    params = {name: torch.zeros(frames, sizes[name]) for name in FITTED_PARAM_NAMES}
+    params["translation"] = initial_translation(head, targets, K, world_to_cam)
     if init is not None:
-        for key in PARAM_NAMES:
+        for key in FITTED_PARAM_NAMES:
             if key in init:
                 params[key] = init[key].detach().clone().to(dtype)
     shape_param = (shape.detach().clone() if shape is not None else torch.zeros(head.num_shape)).to(dtype)

@@ -27,7 +27,8 @@ from onehead.data.tracking_file import Tracking
 from onehead.data.video import read_frames
 from onehead.errors import MediaReadError, NoFaceError
 from onehead.head.model import HeadModel, load_head_model
-from onehead.tracking.fit import FitSettings, fit_frames, interpolate_invalid
+from onehead.tracking.fit import (FITTED_PARAM_NAMES, UNFITTED_PARAM_NAMES, FitSettings, fit_frames,
+                                  interpolate_invalid)
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68, LandmarkDetector
 
 IRIS_CENTERS = (468, 473)
@@ -109,8 +110,7 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
         params = key_fit
     else:
         # 2. every frame, in chunks, warm-started from the keyframes and the previous chunk
-        init = {k: torch.from_numpy(_interp_rows(key_fit[k].numpy(), keys, frames))
-                for k in ("expression", "global_pose", "jaw_pose", "eye_pose", "translation")}
+        init = {k: torch.from_numpy(_interp_rows(key_fit[k].numpy(), keys, frames)) for k in FITTED_PARAM_NAMES}
         parts, previous = [], None
         starts = range(0, frames, CHUNK)
         for start in tqdm(starts, desc="fit", unit="chunk", disable=not options.progress, leave=False):
@@ -139,8 +139,7 @@ def _interp_rows(values: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray
 
 def _tracking_from_fit(head, params, detections, K, w2c, image_size, fps) -> Tracking:
     frames = len(detections.valid)
-    per_frame = {k: interpolate_invalid(params[k].numpy(), detections.valid)
-                 for k in ("expression", "global_pose", "jaw_pose", "eye_pose", "translation")}
+    per_frame = {k: interpolate_invalid(params[k].numpy(), detections.valid) for k in FITTED_PARAM_NAMES}
     with torch.no_grad():
         out = head(shape=params["shape"][None], landmarks_only=True,
                    **{k: torch.from_numpy(v) for k, v in per_frame.items()})
@@ -151,7 +150,7 @@ def _tracking_from_fit(head, params, detections, K, w2c, image_size, fps) -> Tra
     error = np.linalg.norm(landmarks - mp68, axis=-1).mean(-1) / np.maximum(iod, 1e-6)
     return Tracking(
         shape=params["shape"].numpy().astype(np.float32),
-        neck_pose=np.zeros((frames, 3), np.float32),
+        **{k: np.zeros((frames, head.parameter_sizes[k]), np.float32) for k in UNFITTED_PARAM_NAMES},
         K=K.numpy().astype(np.float32),
         world_to_cam=w2c.numpy().astype(np.float32),
         landmarks68=landmarks.astype(np.float32),
