@@ -1,8 +1,10 @@
 """The seam between the generic training loop and one model family.
 
-A family is an object with the methods of `TrainingFamily`; `register_family(family)` makes it
-reachable by its `name`, which is what a config's `model.kind` says (default onehead-animator).
-The loop never imports a model class: everything model-specific goes through these calls.
+A family is a class whose instances have the methods of `TrainingFamily`; `register_family(cls)`
+makes it reachable by its `name`, which is what a config's `model.kind` says (default
+onehead-animator). Every run gets a fresh instance (get_family), so a family may keep per-run
+state (e.g. inference settings to save with the weights). The loop never imports a model class:
+everything model-specific goes through these calls.
 
     class MyFamily:
         name = "my-model"
@@ -14,7 +16,7 @@ The loop never imports a model class: everything model-specific goes through the
         def loss(self, model, batch, generator): ...             # -> scalar tensor
         def validation_columns(self, model, batch, train): ...   # -> [(B, T, 3, H, W) in [0, 1], ...]
         def save_pretrained(self, model, directory): ...
-    register_family(MyFamily())
+    register_family(MyFamily)
 """
 
 from __future__ import annotations
@@ -70,21 +72,21 @@ class TrainingFamily(Protocol):
         """Write the model folder that the family's inference side loads."""
 
 
-_FAMILIES: dict[str, TrainingFamily] = {}
+_FAMILIES: dict[str, type] = {}
 
 
-def register_family(family: TrainingFamily) -> TrainingFamily:
-    """Make `family` reachable as get_family(family.name); returns it."""
-    if not isinstance(family, TrainingFamily):
-        raise TypeError(f"{family!r} lacks methods of onehead.training.TrainingFamily")
-    _FAMILIES[family.name] = family
-    return family
+def register_family(cls: type) -> type:
+    """Make the family class `cls` reachable as get_family(cls.name); returns it (usable as a decorator)."""
+    if not isinstance(cls, type) or not isinstance(cls(), TrainingFamily):
+        raise TypeError(f"{cls!r} is not a class with the methods of onehead.training.TrainingFamily")
+    _FAMILIES[cls.name] = cls
+    return cls
 
 
 def get_family(name: str) -> TrainingFamily:
-    """The registered family called `name` (ConfigError naming the known ones otherwise)."""
+    """A fresh instance of the family called `name` (ConfigError naming the known ones otherwise)."""
     if name not in _FAMILIES:
         import onehead.training.gaussian_diffusion  # noqa: F401  (registers onehead-animator)
     if name not in _FAMILIES:
         raise ConfigError(f"model.kind {name!r}: no such training family; known: {', '.join(sorted(_FAMILIES))}")
-    return _FAMILIES[name]
+    return _FAMILIES[name]()

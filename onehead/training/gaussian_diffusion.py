@@ -2,11 +2,14 @@
 
 Two stages (paper 003, 4.1): stage 1 trains single frames with every part but the temporal
 layers; stage 2 starts from a stage-1 checkpoint (train.init_from) and trains only the temporal
-layers on clips of real video. The `model` section is an Animator preset plus AnimatorConfig
-fields to override; with train.init_from the checkpoint's own config is the base instead.
+layers on clips of real video.
 
-The model is reached only through the Animator's public methods (from_config, from_pretrained,
-set_stage, training_loss, sample_batch, batch_control, save_pretrained).
+The `model` section of a config: `preset` (tiny or base) plus any GaussianDiffusionConfig field
+to override, and inference settings to save with the weights, either by their model-folder names
+in an `inference:` mapping (steps, domain, background, ...) or by the older flat names
+(default_steps, inference_domain, background, ...). With train.init_from the checkpoint's own
+configs are the base instead of the preset. The model trained is the GaussianDiffusionModel
+(nn.Module); checkpoints are GaussianDiffusionAnimator model folders.
 """
 
 from __future__ import annotations
@@ -20,27 +23,27 @@ from onehead.training.data import mixed_dataset
 from onehead.training.family import ParamGroup, register_family
 
 KIND = "onehead-animator"
-INFERENCE_CHOICES = {"background": ("generated", "reference"), "initial_latent": ("noise", "zeros"),
-                     "inference_domain": ("real", "synthetic")}
 
 
-def check_inference_settings(config) -> None:
-    """ConfigError (one line) for an AnimatorConfig value the Animator would refuse only at
-    inference: background, initial_latent, inference_domain, default_steps, background_margin."""
-    for key, allowed in INFERENCE_CHOICES.items():
-        value = getattr(config, key)
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-    if config.default_steps < 1:
-        raise ConfigError(f"default_steps must be at least 1, got {config.default_steps}")
-    if not 0 <= config.background_margin < 1:
-        raise ConfigError(f"background_margin must be in [0, 1), got {config.background_margin}")
+def split_model_section(section: dict) -> tuple[str, dict, dict]:
+    """(preset, architecture overrides, inference-setting overrides) of a config's model section."""
+    from onehead.models.gaussian_diffusion.config import LEGACY_INFERENCE_KEYS
+
+    settings = {k: v for k, v in section.items() if k != "kind"}
+    inference = settings.pop("inference", None) or {}
+    if not isinstance(inference, dict):
+        raise ConfigError(f"model.inference must be a mapping of inference settings, got {inference!r}")
+    inference = dict(inference)
+    for old, new in LEGACY_INFERENCE_KEYS.items():
+        if old in settings:
+            inference[new] = settings.pop(old)
+    return settings.pop("preset", "tiny"), settings, inference
 
 
-def control_preview(animator, batch) -> torch.Tensor:
+def control_preview(model, batch) -> torch.Tensor:
     """The splatted control maps' first three channels as (B, T, 3, H, W) in [0, 1]."""
     clips, frames = batch["target"].shape[:2]
-    maps = animator.batch_control(batch)[:, :animator.config.control_channels]
+    maps = model.batch_control(batch)[:, :model.config.control_channels]
     maps = maps.float().view(clips, frames, *maps.shape[1:])[:, :, :3]
     if maps.shape[2] < 3:
         maps = torch.cat([maps, maps[:, :, :1].expand(-1, -1, 3 - maps.shape[2], -1, -1)], 2)
@@ -52,6 +55,9 @@ class GaussianDiffusionFamily:
 
     name = KIND
     config_file = "animator.json"
+
+    def __init__(self):
+        self.inference = None  # the InferenceSettings saved with every checkpoint (set by build)
 
     def check_config(self, config) -> None:
         t, d = config.train, config.data
@@ -67,27 +73,34 @@ class GaussianDiffusionFamily:
         if sd_path and not t.init_from and not Path(sd_path).is_dir():
             raise ConfigError(f"model.sd_path {sd_path}: no such folder; point it at a local diffusers-format "
                               "Stable Diffusion folder (unet/, vae/, scheduler/), e.g. --set model.sd_path=DIR")
+        split_model_section(config.model)
 
     def build(self, model_config: dict, train, resume_from: Path | None):
-        """A fresh Animator (preset + overrides), the train.init_from checkpoint (its config changed by
+        """A fresh model (preset + overrides), the train.init_from checkpoint (its configs changed by
         the keys set in model_config, e.g. warp_guidance), or the checkpoint being resumed."""
-        from onehead.pipelines.animator import Animator, AnimatorConfig
+        from onehead.config import replace
+        from onehead.models.gaussian_diffusion import PRESETS, GaussianDiffusionConfig, GaussianDiffusionModel
+        from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
         from onehead.training.checkpoint import resolve_checkpoint
 
-        settings = {k: v for k, v in model_config.items() if k != "kind"}
+        preset, architecture, inference = split_model_section(model_config)
         if resume_from is not None:
-            animator = Animator.from_pretrained(resume_from)
+            animator = GaussianDiffusionAnimator.from_pretrained(resume_from)
         elif train.init_from:
-            overrides = {k: v for k, v in settings.items() if k != "preset"}
             start = resolve_checkpoint(train.init_from, Path(train.output_dir), self.config_file, need_state=False)
-            animator = Animator.from_pretrained(start, overrides=overrides)
+            animator = GaussianDiffusionAnimator.from_pretrained(start, model_overrides=architecture, **inference)
         else:
-            preset = settings.pop("preset", "tiny")
-            animator = Animator.from_config(AnimatorConfig.from_preset(preset, **settings))  # ConfigError on unknown keys
-        animator.set_stage(train.stage)
+            if preset not in PRESETS:
+                raise ConfigError(f"model.preset {preset!r}: use one of {', '.join(PRESETS)}")
+            config = GaussianDiffusionConfig.from_preset(preset, **architecture)  # ConfigError on unknown keys
+            settings = replace(PRESETS[preset][1], "model section", **inference)
+            animator = GaussianDiffusionAnimator(GaussianDiffusionModel.from_config(config), settings)
+        self.inference = animator.inference
+        model = animator.model
+        model.set_stage(train.stage)
         if train.gradient_checkpointing:
-            animator.enable_gradient_checkpointing()
-        return animator
+            model.enable_gradient_checkpointing()
+        return model
 
     def datasets(self, model, config):
         """Every source with weight > 0 as a ReenactmentDataset (items keep their meta.json domain
@@ -103,20 +116,32 @@ class GaussianDiffusionFamily:
         return train_set, held_out
 
     def parameter_groups(self, model, train) -> list[ParamGroup]:
-        """One group: the parameters the stage trains (Animator.trainable_parameters), in model order."""
+        """One group: the parameters the stage trains (model.trainable_parameters), in model order."""
         wanted = {id(p) for p in model.trainable_parameters()}
         return [ParamGroup("trainable", {n: p for n, p in model.named_parameters() if id(p) in wanted})]
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        return model.training_loss(batch, generator=generator)
+        from onehead.training.gaussian_diffusion_loss import gaussian_diffusion_loss
+
+        return gaussian_diffusion_loss(model, batch, generator)
 
     def validation_columns(self, model, batch: dict, train) -> list[torch.Tensor]:
-        """reference | target | control maps (first 3 channels) | sample (the Animator's inference domain)."""
-        samples = model.sample_batch(batch, num_steps=train.validation_sampling_steps, seed=train.seed)
+        """reference | target | control maps (first 3 channels) | sample (the saved inference domain,
+        train.validation_sampling_steps DDIM steps, noise seed train.seed)."""
+        from onehead.config import replace
+        from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
+
+        clips, frames = batch["target"].shape[:2]
+        control = model.batch_control(batch)
+        control = control.view(clips, frames, *control.shape[1:])
+        settings = replace(self.inference, "validation", steps=train.validation_sampling_steps, seed=train.seed)
+        samples = GaussianDiffusionAnimator(model, self.inference).sample(batch["reference"], control, settings)
         return [batch["reference"][:, None], batch["target"], control_preview(model, batch), samples]
 
     def save_pretrained(self, model, directory: Path) -> None:
-        model.save_pretrained(directory)
+        from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
+
+        GaussianDiffusionAnimator(model, self.inference).save_pretrained(directory)
 
 
 def build_train_dataset(data, stage: int, size: int, seed: int):
@@ -134,4 +159,4 @@ def build_train_dataset(data, stage: int, size: int, seed: int):
     return mixed_dataset(data.train, open_source)
 
 
-FAMILY = register_family(GaussianDiffusionFamily())
+register_family(GaussianDiffusionFamily)
