@@ -474,3 +474,47 @@ def test_validation_grid_layout():
     grid = validation_grid([reference, target], max_frames=2)
     assert grid.shape == (2 * 2 * 16, 2 * 16, 3) and grid.dtype == np.uint8
     assert (grid[:, :16] == 0).all() and (grid[:, 16:] == 255).all()
+
+
+def test_export_writes_a_model_folder_with_inference_settings(animator_run, tmp_path):
+    """export_animator.py's work: the EMA weights with new inference settings, loaded back and checked."""
+    from onehead.pipelines import Animator
+    from onehead.training.gaussian_diffusion import export_model_folder, inference_overrides
+
+    folder, _ = animator_run
+    checkpoint = folder / "run" / "checkpoints" / "step_000004"
+    settings = inference_overrides(["default_steps=1", "background=reference", "background_margin=0.04",
+                                    "inference.initial_latent=zeros"])
+    assert settings == {"steps": 1, "background": "reference", "background_margin": 0.04, "initial_latent": "zeros"}
+    export_model_folder(checkpoint / "ema", tmp_path / "out", settings)
+    loaded, ema = Animator.from_pretrained(tmp_path / "out"), Animator.from_pretrained(checkpoint / "ema")
+    inference = loaded.inference
+    assert (inference.steps, inference.background, inference.background_margin, inference.initial_latent) == \
+        (1, "reference", 0.04, "zeros")
+    for key, value in ema.model.state_dict().items():
+        assert torch.equal(value, loaded.model.state_dict()[key]), key
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary folder is left behind"
+
+
+@pytest.mark.parametrize("assignment, message", [("background=sky", "background must be one of"),
+                                                 ("nonsense_key=1", "unknown inference setting"),
+                                                 ("resolution=64", "architecture, not an inference setting")])
+def test_export_refuses_bad_settings_in_one_line(assignment, message):
+    from onehead.errors import ConfigError
+    from onehead.training.gaussian_diffusion import inference_overrides
+
+    with pytest.raises(ConfigError, match=message) as error:
+        inference_overrides([assignment])
+    assert "\n" not in str(error.value)
+
+
+def test_export_cli_exits_2_with_one_line(animator_run, tmp_path):
+    folder, _ = animator_run
+    checkpoint = folder / "run" / "checkpoints" / "step_000004"
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "export_animator.py"), str(checkpoint),
+                             str(tmp_path / "out"), "--set", "background=sky"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "background" in lines[0] and "sky" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()

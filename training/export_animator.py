@@ -4,54 +4,41 @@
     python training/export_animator.py RUN/checkpoints/step_001000 OUT [--raw] [--set key=value ...]
 
 Takes the EMA weights (ema/) unless --raw, loads them as an Animator (so a broken checkpoint fails
-here, not later), applies the --set values to its config (inference settings such as
-default_steps, initial_latent, inference_domain, background, background_margin) and saves OUT.
+here, not later), applies the --set values (inference settings: steps, initial_latent, domain,
+background, background_margin, window, window_overlap, seed; the older names default_steps and
+inference_domain work too), writes OUT, loads OUT back and checks that its weights and settings
+are the ones exported before reporting success. A wrong key or value stops with exit code 2 and
+one line. The work is onehead.training.gaussian_diffusion.export_model_folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from onehead.errors import OneheadError
-
-
-def parse_value(text: str):
-    """JSON when it parses (numbers, true/false, null), the plain string otherwise."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
 
 def main(argv=None) -> int:
+    from onehead.errors import OneheadError
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a training checkpoint folder (RUN/checkpoints/step_N)")
     parser.add_argument("out", help="model folder to write")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a config value, e.g. --set default_steps=1")
+                        help="change an inference setting, e.g. --set steps=1 (repeatable)")
     args = parser.parse_args(argv)
 
-    from onehead.pipelines.animator import Animator
+    from onehead.training.gaussian_diffusion import export_model_folder, inference_overrides
 
     source = Path(args.checkpoint) if args.raw else Path(args.checkpoint) / "ema"
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"export_animator: --set {item}: use KEY=VALUE", file=sys.stderr)
-            return 2
-        overrides[key] = parse_value(value)
     try:
-        animator = Animator.from_pretrained(source, overrides=overrides)
-        animator.save_pretrained(args.out)
+        settings = inference_overrides(args.overrides)
+        export_model_folder(source, Path(args.out), settings)
     except OneheadError as exc:
         print(f"export_animator: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out} from {source}" + (f" with {overrides}" if overrides else ""))
+    print(f"wrote {args.out} from {source}" + (f" with {settings}" if settings else "") + " (loaded back and checked)")
     return 0
 
 

@@ -5,9 +5,9 @@ layers; stage 2 starts from a stage-1 checkpoint (train.init_from) and trains on
 layers on clips of real video.
 
 The `model` section of a config: `preset` (tiny or base) plus any GaussianDiffusionConfig field
-to override, and inference settings to save with the weights, either by their model-folder names
-in an `inference:` mapping (steps, domain, background, ...) or by the older flat names
-(default_steps, inference_domain, background, ...). With train.init_from the checkpoint's own
+to override, and inference settings to save with the weights: by their names (steps, domain,
+background, ...; also in an `inference:` mapping) or by the older flat names (default_steps,
+inference_domain, ...). With train.init_from the checkpoint's own
 configs are the base instead of the preset. The model trained is the GaussianDiffusionModel
 (nn.Module); checkpoints are GaussianDiffusionAnimator model folders.
 """
@@ -27,6 +27,9 @@ KIND = "onehead-animator"
 
 def split_model_section(section: dict) -> tuple[str, dict, dict]:
     """(preset, architecture overrides, inference-setting overrides) of a config's model section."""
+    from dataclasses import fields
+
+    from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
     from onehead.models.gaussian_diffusion.config import LEGACY_INFERENCE_KEYS
 
     settings = {k: v for k, v in section.items() if k != "kind"}
@@ -37,6 +40,10 @@ def split_model_section(section: dict) -> tuple[str, dict, dict]:
     for old, new in LEGACY_INFERENCE_KEYS.items():
         if old in settings:
             inference[new] = settings.pop(old)
+    architecture = {f.name for f in fields(GaussianDiffusionConfig)}
+    for name in [f.name for f in fields(InferenceSettings)]:
+        if name in settings and name not in architecture:
+            inference[name] = settings.pop(name)
     return settings.pop("preset", "tiny"), settings, inference
 
 
@@ -157,6 +164,55 @@ def build_train_dataset(data, stage: int, size: int, seed: int):
         return ds
 
     return mixed_dataset(data.train, open_source)
+
+
+def inference_overrides(assignments: list[str]) -> dict:
+    """`--set KEY=VALUE` items (values parsed as YAML by onehead.config) as checked inference settings
+    (export_animator.py); ConfigError in one line for an unknown key, an architecture key or a bad value."""
+    from dataclasses import fields
+
+    from onehead.config import apply_override, replace
+    from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
+
+    raw: dict = {}
+    for item in assignments:
+        apply_override(raw, item)
+    _, architecture, settings = split_model_section(raw)
+    structural = sorted(k for k in [*architecture, *(["preset"] if "preset" in raw else [])]
+                        if k in {f.name for f in fields(GaussianDiffusionConfig)})
+    if structural:
+        raise ConfigError(f"--set {', '.join(structural)}: architecture, not an inference setting (an export "
+                          "changes no weights; fine-tune with train.init_from instead)")
+    unknown = sorted((set(architecture) | set(settings)) - {f.name for f in fields(InferenceSettings)})
+    if unknown:
+        known = ", ".join(f.name for f in fields(InferenceSettings))
+        raise ConfigError(f"--set {', '.join(unknown)}: unknown inference setting(s); known: {known}")
+    replace(InferenceSettings(), "--set", **settings)  # wrong types and values fail here, in one line
+    return settings
+
+
+def export_model_folder(source: Path, out: Path, settings: dict):
+    """Load the model folder `source` with `settings` applied and write it to `out`: atomically, and
+    only after the written folder loads back with the same weights and settings (CheckpointError
+    otherwise). Returns the exported GaussianDiffusionAnimator."""
+    import torch
+
+    from onehead.config import to_dict
+    from onehead.errors import CheckpointError
+    from onehead.files import atomic_path
+    from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
+
+    animator = GaussianDiffusionAnimator.from_pretrained(source, **settings)
+    with atomic_path(out) as tmp:
+        animator.save_pretrained(tmp)
+        loaded = GaussianDiffusionAnimator.from_pretrained(tmp)
+        if to_dict(loaded.inference) != to_dict(animator.inference):
+            raise CheckpointError(f"{out}: the written inference settings do not read back as exported")
+        expected, written = animator.model.state_dict(), loaded.model.state_dict()
+        bad = [k for k in expected if k not in written or not torch.equal(expected[k], written[k])]
+        if bad or written.keys() != expected.keys():
+            raise CheckpointError(f"{out}: the written weights do not read back as exported (e.g. {(bad or ['?'])[0]})")
+    return animator
 
 
 register_family(GaussianDiffusionFamily)
