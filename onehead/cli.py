@@ -59,13 +59,19 @@ def _write_animation(result, video_path, side_by_side_path=None, tile: int = 256
     uint8 frames (T, H, W, 3)."""
     from onehead.data.images import frames_to_uint8
     from onehead.data.video import write_video
-    from onehead.render.visualize import side_by_side
+    from onehead.render.visualize import control_rgb, side_by_side
 
     frames = frames_to_uint8(result.frames)
     fps = float(result.tracking.fps)
     write_video(video_path, frames, fps=fps)
     if side_by_side_path:
-        write_video(side_by_side_path, side_by_side(result, tile=tile), fps=fps)
+        columns = [("reference", result.reference)]
+        if result.driving_frames is not None:
+            columns.append(("driving", result.driving_frames))
+        if result.control_maps is not None:
+            columns.append(("control signal", control_rgb(result.control_maps)))
+        columns.append(("output", result.frames))
+        write_video(side_by_side_path, side_by_side(columns, tile=tile), fps=fps)
     return frames
 
 
@@ -179,6 +185,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    from onehead.metrics import identity
+
+    folder = identity.fetch_face_models(args.cache_dir)
+    print(f"CSIM face models ({', '.join(identity.MODEL_FILES)}) -> {folder}")
+    return 0
+
+
+def cmd_convert_lpips(args) -> int:
+    from onehead.metrics.lpips import ENV_VAR, convert_lpips_weights
+
+    out = convert_lpips_weights(args.alexnet, args.linear, args.out)
+    print(f"LPIPS weights -> {out}; pass it to load_lpips() or set {ENV_VAR}={out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from onehead.bench import run_bench
     run_bench(args.what, size=args.size, frames=args.frames)
@@ -187,8 +209,6 @@ def cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from onehead.bench import BENCHMARKS
-    from onehead.metrics.identity import add_fetch_command
-    from onehead.metrics.lpips import add_lpips_convert_command
 
     parser = argparse.ArgumentParser(prog="onehead", description="3D-aware head avatars: tracking and animation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,8 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
-    add_fetch_command(sub)
-    add_lpips_convert_command(sub)
+    # the only download onehead makes, and only when asked: the CSIM face models
+    p = sub.add_parser("fetch", help="download optional model files (csim: dlib face models, CC0)")
+    p.add_argument("what", choices=("csim",), help="csim: the dlib face-recognition and 5-point models")
+    p.add_argument("--cache-dir", default=None, help="cache root (default: $ONEHEAD_CACHE or ~/.cache/onehead)")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("convert-lpips", help="make onehead's LPIPS weights file (safetensors)")
+    p.add_argument("--alexnet", required=True, help="torchvision AlexNet state dict (alexnet-owt-7be5be79.pth)")
+    p.add_argument("--linear", required=True, help="LPIPS v0.1 linear weights (weights/v0.1/alex.pth)")
+    p.add_argument("--out", required=True, help="safetensors file to write")
+    p.set_defaults(func=cmd_convert_lpips)
 
     p = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
     p.add_argument("what", choices=sorted(BENCHMARKS), help="what to time")

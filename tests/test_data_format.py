@@ -57,6 +57,48 @@ def test_sequence_round_trip(tmp_path):
     np.testing.assert_array_equal(seq.views["cam00"].tracking.shape, _tracking(4, seed=0).shape)
 
 
+def test_tracking_and_meta_writes_are_atomic(tmp_path, monkeypatch):
+    import onehead.data.tracking_file as tracking_file
+    from onehead.data.tracking_file import load_tracking
+
+    path = tmp_path / "tracking.npz"
+    assert _tracking(3, seed=1).save(path) == path
+    before = path.read_bytes()
+    real = tracking_file.np.savez_compressed
+
+    def broken(file, **arrays):  # half an archive, then the disk fills up
+        real(file, **dict(list(arrays.items())[:3]))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tracking_file.np, "savez_compressed", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _tracking(5, seed=2).save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tracking.npz"]
+    _tracking(5, seed=2).save(path)  # a whole write replaces the file
+    assert load_tracking(path).num_frames == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tracking.npz"]
+
+    meta = SequenceMeta(fps=25.0, size=(40, 48), num_frames=4, domain="real")
+    meta.save(tmp_path / "seq")
+    monkeypatch.setattr("onehead.files.os.replace", lambda *a: (_ for _ in ()).throw(OSError("no space")))
+    with pytest.raises(OSError, match="no space"):
+        SequenceMeta(fps=30.0, size=(40, 48), num_frames=9, domain="real").save(tmp_path / "seq")
+    monkeypatch.undo()
+    assert read_meta(tmp_path / "seq").num_frames == 4
+    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == ["meta.json"]
+
+
+def test_domains_are_defined_once():
+    from onehead.data.datasets import DOMAIN_IDS
+    from onehead.data.sequence import DOMAINS
+    from onehead.models import conditioning
+
+    assert conditioning.DOMAINS is DOMAINS
+    assert [DOMAIN_IDS[name] for name in DOMAINS] == list(range(len(DOMAINS)))
+
+
 def test_bad_sequences_name_the_file(tmp_path):
     with pytest.raises(MediaReadError, match="meta.json"):
         read_meta(tmp_path)

@@ -423,3 +423,23 @@ def test_licensed_flame_layout_loads_like_basic(head, tmp_path, monkeypatch):
     again = load_head_model("flame")  # the environment variable names the same directory
     assert again is not flame and again.source == flame.source
     assert torch.equal(again.v_template, flame.v_template)
+
+
+def test_head_layer_imports_nothing_above_it(tmp_path):
+    """The head model is the bottom layer: its cache folder comes from onehead.cache (honouring
+    ONEHEAD_CACHE), not from onehead.data."""
+    import subprocess
+    import sys
+
+    code = ("import sys, onehead.cache, onehead.head, onehead.head.generate, onehead.head.model as m; "
+            "assert m.default_cache_dir is onehead.cache.default_cache_dir; print(m.default_cache_dir()); "
+            "print(sorted({n.split('.')[1] for n in sys.modules if n.startswith('onehead.')}))")
+    env = dict(os.environ, ONEHEAD_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    directory, loaded = out.strip().splitlines()
+    assert directory == str(tmp_path / "cache")
+    assert loaded == "['cache', 'errors', 'files', 'head']", loaded
+
+    from onehead.data import samples  # data keeps the same function for its callers
+    from onehead.cache import default_cache_dir
+    assert samples.default_cache_dir is default_cache_dir

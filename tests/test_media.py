@@ -250,6 +250,87 @@ def test_write_video_accepts_float_tensors(tmp_path):
         write_video(tmp_path / "none.mp4", [])
 
 
+def _only(folder: Path, name: str) -> None:
+    """`folder` holds `name` and nothing else (no temporary file left behind)."""
+    assert sorted(p.name for p in folder.iterdir()) == [name]
+
+
+@pytest.mark.parametrize("failure", ["mismatched size", "error midway", "interrupt midway", "encoder fails"])
+def test_failed_video_write_leaves_the_old_file(tmp_path, monkeypatch, failure):
+    target = tmp_path / "out.mp4"
+    write_video(target, smooth_clip(4, 32, 48))
+    before = target.read_bytes()
+    if failure == "encoder fails":  # inside the encoding loop, with the output file open
+        calls, real_pad = [], video._pad_even
+
+        def pad_then_fail(frame):
+            calls.append(1)
+            if len(calls) > 3:
+                raise RuntimeError("encoder broke")
+            return real_pad(frame)
+
+        monkeypatch.setattr(video, "_pad_even", pad_then_fail)
+
+    def frames():
+        clip = smooth_clip(6, 32, 48)
+        if failure == "encoder fails":
+            yield from clip
+            return
+        yield from clip[:3]  # these are encoded (and muxed) before the failure
+        if failure == "mismatched size":
+            yield np.zeros((32, 50, 3), np.uint8)
+        raise KeyboardInterrupt if failure == "interrupt midway" else RuntimeError("source broke")
+
+    expected = {"mismatched size": ValueError, "error midway": RuntimeError, "interrupt midway": KeyboardInterrupt,
+                "encoder fails": RuntimeError}
+    with pytest.raises(expected[failure]):
+        write_video(target, frames())
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    _only(tmp_path, "out.mp4")
+    assert read_video(target)[0].shape == (4, 32, 48, 3)
+
+
+def test_video_write_replaces_the_old_file(tmp_path):
+    target = tmp_path / "out.mp4"
+    write_video(target, smooth_clip(4, 32, 48))
+    new = smooth_clip(7, 16, 24)
+    assert write_video(target, iter(new), fps=10.0) == target  # any iterable, read once
+    out, fps = read_video(target)
+    assert out.shape == (7, 16, 24, 3) and fps == pytest.approx(10.0, abs=1e-3)
+    assert mean_abs_diff(out, new) < 4.0
+    _only(tmp_path, "out.mp4")
+
+
+def test_failed_image_write_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "still.png"
+    old = np.full((6, 8, 3), 40, np.uint8)
+    save_image(target, old)
+    before = target.read_bytes()
+    real_save = Image.Image.save
+
+    def broken_save(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)  # the whole file is there ...
+        raise OSError("disk full")  # ... and then the write fails
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_image(target, np.full((6, 8, 3), 200, np.uint8))
+    assert target.read_bytes() == before
+    _only(tmp_path, "still.png")
+    monkeypatch.undo()
+    with pytest.raises(ValueError):
+        save_image(tmp_path / "still.png", np.zeros((6, 8, 5), np.uint8))  # not an image: nothing written
+    assert target.read_bytes() == before
+    new = np.full((5, 7, 3), 200, np.uint8)
+    save_image(target, new)
+    np.testing.assert_array_equal(load_image(target), new)
+    _only(tmp_path, "still.png")
+    save_image(tmp_path / "q.jpg", new)  # the temporary file keeps the suffix: JPEG, not PNG
+    with Image.open(tmp_path / "q.jpg") as img:
+        assert img.format == "JPEG"
+
+
 def test_folder_natural_sort_and_dispatch(tmp_path):
     colours = {1: (255, 0, 0), 2: (0, 255, 0), 10: (0, 0, 255), 11: (255, 255, 0)}
     for idx, colour in colours.items():

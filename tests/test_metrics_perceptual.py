@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -12,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from onehead import cli
 from onehead.errors import CheckpointError, MetricUnavailable
 from onehead.metrics import identity
 from onehead.metrics.identity import csim, fetch_face_models, load_face_embedder
-from onehead.metrics.lpips import (LPIPS, add_lpips_convert_command, convert_lpips_weights, load_lpips,
-                                   lpips)
+from onehead.metrics.lpips import LPIPS, convert_lpips_weights, load_lpips, lpips
 
 CHANNELS = (64, 192, 384, 256, 256)
 
@@ -136,13 +135,15 @@ def test_convert_official_weights_round_trip(tmp_path):
 
 def test_convert_command_helper(tmp_path, capsys):
     _fake_official_files(tmp_path)
-    parser = argparse.ArgumentParser()
-    add_lpips_convert_command(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli.safetensors"
-    args = parser.parse_args(["convert-lpips", "--alexnet", str(tmp_path / "alexnet.pth"),
-                              "--linear", str(tmp_path / "alex.pth"), "--out", str(out)])
-    assert args.func(args) == 0 and out.is_file()
+    assert cli.main(["convert-lpips", "--alexnet", str(tmp_path / "alexnet.pth"),
+                     "--linear", str(tmp_path / "alex.pth"), "--out", str(out)]) == 0
+    assert out.is_file()
     assert "ONEHEAD_LPIPS_WEIGHTS" in capsys.readouterr().out
+    # a wrong input file is one error line and exit code 2, and writes nothing
+    assert cli.main(["convert-lpips", "--alexnet", str(tmp_path / "nope.pth"),
+                     "--linear", str(tmp_path / "alex.pth"), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
 
 
 def test_convert_rejects_wrong_files(tmp_path):
@@ -282,10 +283,7 @@ def test_face_embedder_missing_files_messages(tmp_path, monkeypatch):
 def test_fetch_command_helper(tmp_path, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(identity, "fetch_face_models", lambda cache_dir=None: calls.append(cache_dir) or tmp_path)
-    parser = argparse.ArgumentParser()
-    identity.add_fetch_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["fetch", "csim", "--cache-dir", str(tmp_path)])
-    assert args.func(args) == 0 and calls == [str(tmp_path)]
+    assert cli.main(["fetch", "csim", "--cache-dir", str(tmp_path)]) == 0 and calls == [str(tmp_path)]
     assert "dlib_face_recognition_resnet_model_v1.dat" in capsys.readouterr().out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from onehead.errors import MediaReadError
+from onehead.files import atomic_path
 
 PathLike = Union[str, Path]
 
@@ -52,10 +53,14 @@ def load_image(source: Any) -> np.ndarray:
 
 
 def save_image(path: PathLike, image: np.ndarray) -> None:
-    """Save a uint8 (H, W, 3) image; the format follows the extension. Creates parent dirs."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(load_image(image)).save(path, quality=95)  # quality: JPEG/WebP only
+    """Save a uint8 (H, W, 3) image; the format follows the extension. Creates parent dirs.
+
+    Atomic: the image is written beside `path` (same suffix, so the same format) and moved
+    onto it when complete; a failed write leaves an existing `path` untouched.
+    """
+    picture = Image.fromarray(load_image(image))
+    with atomic_path(path) as tmp:
+        picture.save(tmp, quality=95)  # quality: JPEG/WebP only
 
 
 def _read_image_file(path: Path) -> np.ndarray:

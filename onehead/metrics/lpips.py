@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from onehead.errors import CheckpointError, MetricUnavailable
+from onehead.files import atomic_path
 
 PathLike = Union[str, Path]
 
@@ -175,21 +176,6 @@ def convert_lpips_weights(alexnet_pth: PathLike, linear_pth: PathLike, out_safet
     state = {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
     _check_state(LPIPS(), state, Path(f"{alexnet_pth} + {linear_pth}"))
     out = Path(out_safetensors).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata={"format": FORMAT})
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
     return out
-
-
-def add_lpips_convert_command(subparsers) -> None:
-    """`onehead convert-lpips`: make the LPIPS weights file from the two official files."""
-    p = subparsers.add_parser("convert-lpips", help="make onehead's LPIPS weights file (safetensors)")
-    p.add_argument("--alexnet", required=True, help="torchvision AlexNet state dict (alexnet-owt-7be5be79.pth)")
-    p.add_argument("--linear", required=True, help="LPIPS v0.1 linear weights (weights/v0.1/alex.pth)")
-    p.add_argument("--out", required=True, help="safetensors file to write")
-    p.set_defaults(func=_cmd_convert)
-
-
-def _cmd_convert(args) -> int:
-    out = convert_lpips_weights(args.alexnet, args.linear, args.out)
-    print(f"LPIPS weights -> {out}; pass it to load_lpips() or set {ENV_VAR}={out}")
-    return 0

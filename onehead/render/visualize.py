@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from onehead.data.images import frames_to_uint8  # a leaf module (numpy, PIL): no upward import
+
 
 def feature_rgb(features: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
     """(B, C, H, W) features -> (B, 3, H, W) in [0, 1]: the first 3 principal components of the
@@ -58,7 +60,10 @@ def range_rgb(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out.clamp(0, 1) * mask
 
 
-def contact_sheet(rows: list[list[tuple[str, torch.Tensor]]], label_height: int = 18) -> np.ndarray:
+LABEL_HEIGHT = 18  # pixels above each tile for its label
+
+
+def contact_sheet(rows: list[list[tuple[str, torch.Tensor]]], label_height: int = LABEL_HEIGHT) -> np.ndarray:
     """Tile labelled (3, H, W) images in [0, 1] into one uint8 (H', W', 3) picture, row by row."""
     import cv2
 
@@ -68,7 +73,7 @@ def contact_sheet(rows: list[list[tuple[str, torch.Tensor]]], label_height: int 
     sheet = np.full((len(rows) * (tile_h + label_height), columns * tile_w, 3), 24, np.uint8)
     for r, row in enumerate(rows):
         for c, (label, image) in enumerate(row):
-            picture = (image.detach().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+            picture = frames_to_uint8(image[None])[0]
             top, left = r * (tile_h + label_height), c * tile_w
             sheet[top + label_height : top + label_height + picture.shape[0], left : left + picture.shape[1]] = picture
             cv2.putText(sheet, label, (left + 4, top + label_height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
@@ -76,22 +81,56 @@ def contact_sheet(rows: list[list[tuple[str, torch.Tensor]]], label_height: int 
     return sheet
 
 
-def side_by_side(result, tile: int = 256) -> np.ndarray:
-    """Frames (T, H', W', 3) uint8 of reference | driving (when it was a video) | control signal |
-    output for an onehead.pipelines.animator.AnimationResult."""
+def control_rgb(control_maps: torch.Tensor) -> torch.Tensor:
+    """A control signal (T, C, H, W) as pictures (T, 3, H, W): `feature_rgb` over the covered
+    (non-zero) pixels."""
+    return feature_rgb(control_maps, (control_maps.abs().sum(1, keepdim=True) > 0).float())
+
+
+def side_by_side(columns, tile: int = 256) -> np.ndarray:
+    """Frames (T, H', W', 3) uint8: labelled columns next to each other, one row per frame.
+
+        side_by_side([("reference", ref), ("driving", frames), ("output", out)], tile=256)
+
+    Each column is (label, images): a float tensor (T, 3, H, W) or (3, H, W) in [0, 1], or a
+    uint8 array (T, H, W, 3) or (H, W, 3). A single image is shown beside every frame; the other
+    columns must have the same number of frames T. Non-square images are letterboxed, then
+    every tile is resized to tile x tile.
+    """
     import torch.nn.functional as F
 
-    def fit(images):
-        return F.interpolate(images, size=(tile, tile), mode="bilinear", align_corners=False, antialias=True)
+    stacks = [(label, _as_image_stack(images)) for label, images in columns]
+    if not stacks:
+        raise ValueError("side_by_side: no columns")
+    lengths = {len(images) for _, images in stacks if len(images) != 1}
+    if len(lengths) > 1:
+        raise ValueError("side_by_side: columns have different frame counts "
+                         + ", ".join(f"{label}: {len(images)}" for label, images in stacks))
+    frames = lengths.pop() if lengths else 1
 
-    frames = result.frames.shape[0]
-    control = feature_rgb(result.control_maps, (result.control_maps.abs().sum(1, keepdim=True) > 0).float())
-    columns = [("reference", fit(result.reference[None]).expand(frames, -1, -1, -1))]
-    if result.driving_frames is not None:
-        driving = torch.from_numpy(np.ascontiguousarray(result.driving_frames)).permute(0, 3, 1, 2).float() / 255
-        columns.append(("driving", fit(_letterbox(driving))))
-    columns += [("control signal", fit(control)), ("output", fit(result.frames))]
-    return np.stack([contact_sheet([[(name, images[t]) for name, images in columns]]) for t in range(frames)])
+    def fit(images):
+        return F.interpolate(_letterbox(images), size=(tile, tile), mode="bilinear", align_corners=False,
+                             antialias=True)
+
+    stacks = [(label, fit(images)) for label, images in stacks]
+    return np.stack([contact_sheet([[(label, images[min(t, len(images) - 1)]) for label, images in stacks]])
+                     for t in range(frames)])
+
+
+def _as_image_stack(images) -> torch.Tensor:
+    """(N, 3, H, W) float in [0, 1] on the CPU from a tensor (N, 3, H, W) / (3, H, W) or a uint8
+    array (N, H, W, 3) / (H, W, 3)."""
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
+            raise ValueError(f"side_by_side: expected uint8 (T, H, W, 3) frames, got {images.dtype} {images.shape}")
+        stack = images if images.ndim == 4 else images[None]
+        images = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2).float() / 255
+    images = images.detach().float().cpu()
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"side_by_side: expected (T, 3, H, W) images, got shape {tuple(images.shape)}")
+    return images
 
 
 def _letterbox(images: torch.Tensor) -> torch.Tensor:
