@@ -9,8 +9,6 @@ under "failures" and left out of that metric's means.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -25,6 +23,7 @@ from onehead.data.images import frames_to_uint8
 from onehead.errors import MetricUnavailable
 from onehead.evaluation.methods import Method
 from onehead.evaluation.tasks import Item, evaluation_items
+from onehead.files import write_json_atomic
 from onehead.machine import machine_info
 from onehead.metrics import image as image_metrics
 from onehead.metrics import motion as motion_metrics
@@ -274,12 +273,8 @@ def _cell(value) -> str:
 
 
 def write_report(report: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
-    return path
+    """Write the report as JSON, atomically (onehead.files)."""
+    return write_json_atomic(path, report)
 
 
 # ----------------------------------------------------------------------------- the grid video
