@@ -82,7 +82,7 @@ def cmd_demo(args) -> int:
     from onehead.data.samples import astronaut, carphone_path
     from onehead.errors import MediaReadError
     from onehead.head.model import load_head_model
-    from onehead.pipelines.animator import load_animator
+    from onehead.pipelines import Animator
     from onehead.tracking.tracker import TrackOptions, track_image
     from onehead.tracking.visualize import overlay_tracking
 
@@ -99,7 +99,7 @@ def cmd_demo(args) -> int:
           f"{float(tracking.fit_error[0]):.3f} of the eye distance)")
     print(f"  {out / 'astronaut_tracking.png'}  fitted mesh (blue), fitted landmarks (red), mediapipe (green)")
 
-    animator = load_animator(None, head)
+    animator = Animator.from_pretrained(head=head)
     try:
         driving, what = carphone_path(), "the real carphone clip"
     except MediaReadError as exc:
@@ -112,7 +112,7 @@ def cmd_demo(args) -> int:
     seconds = time.perf_counter() - start
     frames = _write_animation(result, out / "animation.mp4", out / "side_by_side.mp4")
     print(f"demo: animated the astronaut with {what}: {len(frames)} frames in {seconds:.1f} s "
-          f"(tracking, control maps, {animator.config.default_steps} denoising steps)")
+          f"(tracking, control maps, {animator.describe().get('steps', '?')} denoising steps)")
     print(f"  {out / 'animation.mp4'}  the animation ({frames.shape[2]}x{frames.shape[1]}, embedded tiny model)")
     print(f"  {out / 'side_by_side.mp4'}  reference | driving | control signal | output")
     return 0
@@ -144,15 +144,15 @@ def cmd_render_debug(args) -> int:
 
 
 def cmd_animate(args) -> int:
-    from onehead.pipelines.animator import load_animator
+    from onehead.pipelines import Animator
 
-    animator = load_animator(args.checkpoint)
-    if args.background:
-        animator.config.background = args.background
+    animator = Animator.from_pretrained(args.model)
+    settings = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("background", args.background))
+                if v is not None}
     start = time.perf_counter()
-    result = animator.animate(args.reference, args.driving, num_steps=args.steps, seed=args.seed,
-                              max_frames=args.max_frames, reference_tracking=args.reference_tracking,
-                              camera="driving" if args.driving_camera else None, progress=not args.quiet)
+    result = animator.animate(args.reference, args.driving, max_frames=args.max_frames,
+                              reference_tracking=args.reference_tracking,
+                              camera="driving" if args.driving_camera else None, progress=not args.quiet, **settings)
     seconds = time.perf_counter() - start
     frames = _write_animation(result, args.out, args.side_by_side, tile=args.tile)
     print(f"animated {len(frames)} frames at {frames.shape[1]}x{frames.shape[2]} in {seconds:.1f} s -> {args.out}")
@@ -165,10 +165,11 @@ def cmd_eval(args) -> int:
     from onehead.evaluation.methods import baseline_methods, load_method
     from onehead.evaluation.run import EvalOptions, command_line, evaluate, format_table, write_report
     from onehead.head.model import load_head_model
-    from onehead.pipelines.animator import DEFAULT_CHECKPOINT
+    from onehead.pipelines.one_shot import default_model_dir
 
-    models = args.model or [str(DEFAULT_CHECKPOINT)]
-    methods = [load_method(m, num_steps=args.steps, seed=args.seed) for m in models if m != "none"]
+    models = args.model or [str(default_model_dir())]
+    settings = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    methods = [load_method(m, **settings) for m in models if m != "none"]
     methods += baseline_methods(methods[0].head if methods else load_head_model("basic"))
     options = EvalOptions(task=args.task, size=args.size, lpips_weights=args.lpips, face_models=args.face_models,
                           motion_metrics=not args.no_motion_metrics, max_items=args.max_items, video=args.video,
@@ -263,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output video (.mp4)")
     p.add_argument("--reference-tracking", default=None,
                    help="take the reference's parameters from the first frame of this tracking npz")
-    p.add_argument("--checkpoint", default=None, help="Animator folder (default: the embedded model)")
+    p.add_argument("--model", "--checkpoint", dest="model", default=None,
+                   help="model folder of any one-shot family (default: the embedded model)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--seed", type=int, default=None, help="noise seed (default: the model's, 0)")
     p.add_argument("--max-frames", type=int, default=None, help="animate at most this many frames")
     p.add_argument("--driving-camera", action="store_true",
                    help="render at the driving frames' cameras with absolute poses (data in onehead's format)")
@@ -280,11 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder (onehead synth, datasets/prepare_video.py)")
     p.add_argument("--task", required=True, choices=("self", "cross"), help="self or cross-identity reenactment")
     p.add_argument("--out", required=True, help="report to write (.json)")
-    p.add_argument("--model", action="append", default=None,
+    p.add_argument("--model", "--checkpoint", dest="model", action="append", default=None,
                    help="model folder; repeat for several (default: the embedded model; 'none': baselines only)")
     p.add_argument("--video", default=None, help="also write a grid video: reference | target | each method")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: each model's)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--seed", type=int, default=None, help="noise seed (default: each model's, 0)")
     p.add_argument("--size", type=int, default=None, help="evaluation size (default: the smallest model resolution)")
     p.add_argument("--max-items", type=int, default=None, help="evaluate at most this many clips")
     p.add_argument("--lpips", default=None, help="LPIPS weights (.safetensors; or set ONEHEAD_LPIPS_WEIGHTS)")

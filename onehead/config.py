@@ -89,7 +89,7 @@ def coerce(value, hint, key: str):
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
+        return to_dict(value)  # free-form: kept in its JSON form (lists, not tuples)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")

@@ -18,7 +18,6 @@ class ReferenceBank:
     def __init__(self):
         self.states: dict[str, torch.Tensor] = {}
         self.writes = 0  # reference passes since the last clear (tests check it is one per clip)
-        self.frames = 1  # denoising batch = reference batch x frames
 
     def clear(self) -> None:
         self.states.clear()
@@ -27,6 +26,12 @@ class ReferenceBank:
     @property
     def empty(self) -> bool:
         return not self.states
+
+    def clips(self) -> int:
+        """The reference batch: the denoising UNet's batch is (clips x frames)."""
+        if self.empty:
+            raise RuntimeError("the reference bank is empty: run the reference UNet before denoising")
+        return next(iter(self.states.values())).shape[0]
 
 
 class SharedSelfAttention:

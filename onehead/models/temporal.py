@@ -3,7 +3,7 @@
 Added through forward hooks on the UNet's Transformer2DModel blocks (no UNet fork). Each layer
 attends, at every pixel, over the frames of a clip (with sinusoidal frame positions) and adds a
 zero-initialised projection, so a stage-1 model is unchanged when the layers are added.
-The UNet's batch is (clips x frames); `TemporalLayers.frames` says how many frames.
+The UNet's batch is (clips x frames); `clips()` (the ReferenceNet bank's batch) gives the split.
 """
 
 from __future__ import annotations
@@ -47,13 +47,14 @@ class TemporalAttention(nn.Module):
 class TemporalLayers(nn.Module):
     """One TemporalAttention per transformer block of a UNet, hooked onto that block's output."""
 
-    def __init__(self, unet, heads: int = 4):
+    def __init__(self, unet, heads: int = 4, clips=None):
+        """clips: a function giving the number of clips in the current UNet batch."""
         super().__init__()
         blocks = self._transformer_blocks(unet)
         if not blocks:
             raise ValueError("the UNet has no transformer blocks to add temporal layers to")
         self.layers = nn.ModuleList(TemporalAttention(block.config.in_channels, heads) for block in blocks)
-        self.frames = 1
+        self.clips = clips if clips is not None else (lambda: 1)
         self.enabled = True
         self._handles = [block.register_forward_hook(self._hook(layer)) for block, layer in zip(blocks, self.layers)]
 
@@ -67,8 +68,10 @@ class TemporalLayers(nn.Module):
         def apply(module, inputs, output):
             if not self.enabled:
                 return output
+            sample = output[0] if isinstance(output, tuple) else output.sample
+            frames = sample.shape[0] // self.clips()
             if isinstance(output, tuple):
-                return (layer(output[0], self.frames), *output[1:])
-            output.sample = layer(output.sample, self.frames)
+                return (layer(sample, frames), *output[1:])
+            output.sample = layer(sample, frames)
             return output
         return apply

@@ -1,0 +1,290 @@
+"""The networks of the Gaussian-embedding diffusion family (paper 003, section 3).
+
+    posed meshes -> UV Gaussian field splatted at the camera (control maps) -> pose guider -> + after conv_in
+    reference latents -> ReferenceNet (once per clip) -> self-attention bank read by the denoising UNet
+    domain token -> cross-attention context; temporal layers after every transformer block
+
+Built from diffusers parts (UNet2DConditionModel for both UNets, AutoencoderKL or an exact
+pixel-space stand-in). Behaviour changes through attention processors and hooks, never a UNet fork.
+Sampling lives in onehead.pipelines (sampler, gaussian_diffusion); the training loss beside the
+training code (onehead.training.gaussian_diffusion).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from onehead.data.sequence import DOMAINS
+from onehead.errors import CheckpointError, ConfigError
+from onehead.head import HEAD_PARAM_NAMES
+from onehead.models.autoencoder import PixelShuffleAutoencoder, VaeCodec
+from onehead.models.conditioning import DomainTokens, PoseGuider
+from onehead.models.gaussian_diffusion.config import GaussianDiffusionConfig
+from onehead.models.gaussian_field import UVGaussianField
+from onehead.models.reference_attention import ReferenceBank, attach_reference_attention
+from onehead.models.temporal import TemporalLayers
+from onehead.render.warp import warp_reference
+
+WARP_CHANNELS = 4  # warp guidance: the warped reference (3) and where it is visible (1)
+WEIGHTS_FILE = "animator.safetensors"  # onehead's own parts; the UNets and VAE in diffusers folders
+OWN_PARTS = ("gaussian_field", "pose_guider", "domain_tokens", "temporal")
+
+
+class GaussianDiffusionModel(nn.Module):
+    """Every network of the family. `head` is this model's own head-model instance."""
+
+    def __init__(self, config: GaussianDiffusionConfig, head=None, *, denoising_unet=None, reference_unet=None,
+                 codec=None):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+
+        from onehead.head import load_head_model
+
+        self.config = config
+        self.head = head if head is not None else load_head_model(config.head_model)
+        self.codec = codec if codec is not None else build_codec(config)
+        factor = self.codec.factor
+        if config.resolution % (factor * 4):
+            raise ConfigError(f"resolution {config.resolution} must be a multiple of {factor * 4}")
+        if denoising_unet is None:
+            denoising_unet = UNet2DConditionModel(
+                sample_size=config.resolution // factor, in_channels=self.codec.latent_channels,
+                out_channels=self.codec.latent_channels, **config.unet)
+        if reference_unet is None:
+            reference_unet = UNet2DConditionModel.from_config(denoising_unet.config)
+            reference_unet.load_state_dict(denoising_unet.state_dict())
+        self.denoising_unet, self.reference_unet = denoising_unet, reference_unet
+        unet_cfg = denoising_unet.config
+        self.gaussian_field = UVGaussianField.from_head(self.head, config.uv_resolution, config.control_channels,
+                                                        normal_offset=config.normal_offset)
+        guide_channels = config.control_channels + (WARP_CHANNELS if config.warp_guidance else 0)
+        self.pose_guider = PoseGuider(guide_channels, unet_cfg.block_out_channels[0], factor,
+                                      tuple(config.guider_channels))
+        self.domain_tokens = DomainTokens(unet_cfg.cross_attention_dim, config.image_embed_dim)
+        self.bank = ReferenceBank()
+        self.shared_layers = attach_reference_attention(self.reference_unet, self.denoising_unet, self.bank)
+        self.temporal = TemporalLayers(self.denoising_unet, config.temporal_heads, clips=self.bank.clips)
+        self.stage = 1
+        self.codec.requires_grad_(False)
+
+    # ------------------------------------------------------------------ construction and files
+    @classmethod
+    def from_config(cls, config: GaussianDiffusionConfig, head=None) -> "GaussianDiffusionModel":
+        """Random weights, or (config.sd_path) both UNets and the VAE from a local Stable Diffusion folder."""
+        if config.sd_path is None:
+            return cls(config, head)
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        root = Path(config.sd_path)
+        for part in ("unet", "vae"):
+            if not (root / part / "config.json").is_file():
+                raise CheckpointError(f"{root}: not a diffusers Stable Diffusion folder (no {part}/config.json)")
+        unet = UNet2DConditionModel.from_pretrained(root / "unet")
+        reference = UNet2DConditionModel.from_pretrained(root / "unet")
+        vae = AutoencoderKL.from_pretrained(root / "vae")
+        return cls(config, head, denoising_unet=unet, reference_unet=reference, codec=VaeCodec(vae))
+
+    def save_weights(self, folder: Path) -> None:
+        """Both UNets (and the VAE) as diffusers folders, onehead's parts in one safetensors file."""
+        from safetensors.torch import save_file
+
+        from onehead.models.gaussian_diffusion.config import KIND
+
+        self.denoising_unet.save_pretrained(folder / "denoising_unet", safe_serialization=True)
+        self.reference_unet.save_pretrained(folder / "reference_unet", safe_serialization=True)
+        if isinstance(self.codec, VaeCodec):
+            self.codec.vae.save_pretrained(folder / "vae", safe_serialization=True)
+        state = {f"{name}.{k}": v.detach().contiguous().cpu() for name in OWN_PARTS
+                 for k, v in getattr(self, name).state_dict().items()}
+        save_file(state, folder / WEIGHTS_FILE, metadata={"kind": KIND})
+
+    @classmethod
+    def load_weights(cls, folder: Path, config: GaussianDiffusionConfig, head=None) -> "GaussianDiffusionModel":
+        """The model saved by save_weights. Pose-guider inputs the folder lacks (a config grown with
+        warp_guidance) start with zero weights: the model computes exactly what the folder's did."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        parts = ["denoising_unet", "reference_unet"] + (["vae"] if config.latent == "vae" else [])
+        for part in parts:
+            if not (folder / part / "config.json").is_file():
+                raise CheckpointError(f"{folder}: incomplete model folder ({part}/config.json is missing)")
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise CheckpointError(f"{folder}: incomplete model folder ({WEIGHTS_FILE} is missing)")
+        try:
+            unet = UNet2DConditionModel.from_pretrained(folder / "denoising_unet")
+            reference = UNet2DConditionModel.from_pretrained(folder / "reference_unet")
+            codec = VaeCodec(AutoencoderKL.from_pretrained(folder / "vae")) if config.latent == "vae" else None
+            state = load_file(folder / WEIGHTS_FILE)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            reason = str(exc).splitlines()[0][:200]
+            raise CheckpointError(f"{folder}: corrupt model folder ({reason})") from None
+        model = cls(config, head, denoising_unet=unet, reference_unet=reference, codec=codec)
+        for name in OWN_PARTS:
+            part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+            if name == "pose_guider":
+                part = _pad_inputs(part, model.pose_guider)
+            try:
+                getattr(model, name).load_state_dict(part)
+            except RuntimeError as exc:
+                reason = str(exc).splitlines()[0][:200]
+                raise CheckpointError(f"{folder}: {name} does not fit this head model or config ({reason})") from None
+        return model
+
+    # ------------------------------------------------------------------ training set-up
+    def set_stage(self, stage: int) -> None:
+        """Stage 1: everything but the temporal layers trains (they are off). Stage 2: only they train."""
+        if stage not in (1, 2):
+            raise ConfigError(f"stage must be 1 or 2, got {stage}")
+        self.stage = stage
+        for name, part in self.trainable_parts().items():
+            part.requires_grad_((name == "temporal") == (stage == 2))
+        self.codec.requires_grad_(False)
+        self.temporal.enabled = stage == 2
+
+    def trainable_parts(self) -> dict[str, nn.Module]:
+        return {"gaussian_field": self.gaussian_field, "pose_guider": self.pose_guider,
+                "reference_unet": self.reference_unet, "denoising_unet": self.denoising_unet,
+                "domain_tokens": self.domain_tokens, "temporal": self.temporal}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.denoising_unet.enable_gradient_checkpointing()
+        self.reference_unet.enable_gradient_checkpointing()
+
+    # ------------------------------------------------------------------ the network pieces
+    @property
+    def device(self) -> torch.device:
+        return self.pose_guider.out.weight.device
+
+    def scheduler_config(self) -> dict:
+        """The diffusers scheduler arguments: v-prediction on a zero-terminal-SNR schedule, trailing timesteps."""
+        c = self.config
+        return dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                    beta_start=c.beta_start, beta_end=c.beta_end, prediction_type="v_prediction",
+                    rescale_betas_zero_snr=True, timestep_spacing="trailing", clip_sample=False)
+
+    def context(self, domain: torch.Tensor | str, clips: int = 1) -> torch.Tensor:
+        """Cross-attention context (B, 1, D) for domain labels (B,) or one domain name."""
+        if isinstance(domain, str):
+            if domain not in DOMAINS:
+                raise ConfigError(f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
+            domain = torch.full((clips,), DOMAINS.index(domain))
+        return self.domain_tokens(domain.to(self.device))
+
+    def control_maps(self, params: dict, K: torch.Tensor, world_to_cam: torch.Tensor,
+                     reference: "ReferenceInputs | None" = None, chunk: int = 32) -> torch.Tensor:
+        """Head-model parameters (N, ...) at cameras (N, 3, 3), (N, 4, 4) -> the splatted Gaussian
+        features (N, C, H, W). With warp_guidance, the reference's image warped to each target
+        (in [-1, 1], 0 where not visible) and its visibility are appended: (N, C + 4, H, W)."""
+        if self.config.warp_guidance and reference is None:
+            raise ConfigError("this model uses warp guidance: control_maps needs the reference")
+        size = self.config.resolution
+        maps = []
+        for start in range(0, K.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            vertices = self.head(**{k: v[rows] for k, v in params.items()}).vertices
+            features = self.gaussian_field.splat(vertices, K[rows], world_to_cam[rows], size, size).features
+            if self.config.warp_guidance:
+                features = torch.cat([features, self._warp_maps(reference.rows(rows), vertices, K[rows],
+                                                                world_to_cam[rows])], 1)
+            maps.append(features)
+        return torch.cat(maps)
+
+    def batch_control(self, batch: dict) -> torch.Tensor:
+        """Control maps (B * T, C, H, W) of a dataset batch's target parameters at its cameras
+        (items of onehead.data.datasets.ReenactmentDataset, collated)."""
+        frames = batch["K"].shape[1]
+        reference = None
+        if self.config.warp_guidance:
+            reference = ReferenceInputs(batch["reference"].to(self.device),
+                                        {k: batch["reference_params"][k].to(self.device) for k in HEAD_PARAM_NAMES},
+                                        batch["reference_K"].to(self.device),
+                                        batch["reference_world_to_cam"].to(self.device)).repeat(frames)
+        return self.control_maps(flatten_params(batch["target_params"], self.device),
+                                 batch["K"].flatten(0, 1).to(self.device),
+                                 batch["world_to_cam"].flatten(0, 1).to(self.device), reference)
+
+    def _warp_maps(self, reference: "ReferenceInputs", vertices, K, world_to_cam) -> torch.Tensor:
+        with torch.no_grad():
+            ref_vertices = self.head(**reference.params).vertices
+            warp = warp_reference(reference.image, self.head.faces, ref_vertices, reference.K,
+                                  reference.world_to_cam, vertices.detach(), K, world_to_cam)
+        return torch.cat([(warp.image * 2 - 1) * warp.visible, warp.visible], 1)
+
+    def run_reference(self, reference_latents: torch.Tensor, context: torch.Tensor) -> None:
+        """The ReferenceNet pass (t = 0) that fills the shared-attention bank for one batch of clips.
+        The bank stays filled until the next pass: the denoising calls of every step and window read
+        it, and gradient checkpointing recomputes them during backward."""
+        self.bank.clear()
+        timestep = torch.zeros(reference_latents.shape[0], device=reference_latents.device, dtype=torch.long)
+        self.reference_unet(reference_latents, timestep, encoder_hidden_states=context)
+        self.bank.writes += 1
+
+    def denoise(self, latents, timesteps, context, control) -> torch.Tensor:
+        """One denoising-UNet call on (clips x frames) latents with their control maps; the clips
+        are those of the last run_reference (the temporal layers split the batch by them)."""
+        residual = self.pose_guider(control.to(latents.dtype))
+        with _added_after(self.denoising_unet.conv_in, residual):
+            return self.denoising_unet(latents, timesteps, encoder_hidden_states=context).sample
+
+
+class ReferenceInputs:
+    """The reference as control_maps' warp guidance needs it: image (1 or N, 3, H, W) in [0, 1],
+    head-model parameters (1 or N, ...), K and world_to_cam. One row serves every frame."""
+
+    def __init__(self, image: torch.Tensor, params: dict, K: torch.Tensor, world_to_cam: torch.Tensor):
+        self.image, self.params, self.K, self.world_to_cam = image, params, K, world_to_cam
+
+    def rows(self, rows: slice) -> "ReferenceInputs":
+        if self.image.shape[0] == 1:
+            return self
+        return ReferenceInputs(self.image[rows], {k: v[rows] for k, v in self.params.items()},
+                               self.K[rows], self.world_to_cam[rows])
+
+    def repeat(self, times: int) -> "ReferenceInputs":
+        """Each row repeated `times` times (one per frame of its clip)."""
+        def rep(x):
+            return x.repeat_interleave(times, 0)
+        return ReferenceInputs(rep(self.image), {k: rep(v) for k, v in self.params.items()}, rep(self.K),
+                               rep(self.world_to_cam))
+
+
+@contextlib.contextmanager
+def _added_after(module: nn.Module, residual: torch.Tensor):
+    """`residual` is added to module's output during the block (diffusers has no argument for a
+    residual after conv_in, so a hook that lives only for this call carries it)."""
+    handle = module.register_forward_hook(lambda _module, _inputs, output: output + residual)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def build_codec(config: GaussianDiffusionConfig):
+    if config.latent == "pixel":
+        return PixelShuffleAutoencoder(config.pixel_factor)
+    raise ConfigError("latent 'vae' needs sd_path (a local diffusers Stable Diffusion folder) or a model folder")
+
+
+def flatten_params(params: dict, device) -> dict:
+    """Dataset parameters (B, T, ...) -> (B * T, ...)."""
+    return {k: params[k].flatten(0, 1).to(device) for k in HEAD_PARAM_NAMES}
+
+
+def _pad_inputs(state: dict, guider: nn.Module) -> dict:
+    """A pose-guider state with fewer input channels than `guider`: zero weights for the new ones."""
+    first = guider.body[0].weight
+    weight = state.get("body.0.weight")
+    if weight is not None and weight.shape[1] < first.shape[1] and weight.shape[0] == first.shape[0]:
+        padded = torch.zeros_like(first)
+        padded[:, :weight.shape[1]] = weight
+        state = {**state, "body.0.weight": padded}
+    return state

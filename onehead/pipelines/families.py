@@ -1,0 +1,81 @@
+"""The registry of model families: which class loads a model folder, found by the `kind` in its config.
+
+Two protocols share it:
+- "one-shot" families (onehead.pipelines.one_shot.Animator): a reference image and a driving motion;
+- "person" families (onehead.pipelines.person_avatar.PersonAvatar): trained on one person's video.
+
+Entries name their class as "module:Class", so looking a folder up imports only the family it needs.
+A new family adds one `register_family(...)` call (or one line below); the CLI, eval, bench and
+training all look families up here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from onehead.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class Family:
+    kind: str  # the "kind" written in the folder's config file
+    protocol: str  # "one-shot" or "person"
+    config_file: str  # the JSON config in a model folder
+    target: str  # "module:Class" of its pipeline
+
+    def load_class(self):
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(kind: str, protocol: str, config_file: str, target: str) -> Family:
+    if protocol not in ("one-shot", "person"):
+        raise ValueError(f"protocol must be 'one-shot' or 'person', got {protocol!r}")
+    FAMILIES[kind] = Family(kind, protocol, config_file, target)
+    return FAMILIES[kind]
+
+
+register_family("onehead-animator", "one-shot", "animator.json",
+                "onehead.pipelines.gaussian_diffusion:GaussianDiffusionAnimator")
+
+# the embedded default model, shipped inside the package (a plain `pip install .` has it)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "animator-tiny"
+
+
+def families(protocol: str | None = None) -> list[Family]:
+    return [f for f in FAMILIES.values() if protocol in (None, f.protocol)]
+
+
+def read_model_config(directory: str | Path, protocol: str | None = None) -> tuple[Family, dict]:
+    """The family of a model folder and its parsed config; CheckpointError with the reason otherwise."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: model folder does not exist")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: is a file; a model is a folder (the one save_pretrained wrote)")
+    candidates = families(protocol)
+    for name in dict.fromkeys(f.config_file for f in candidates):
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path}: expected a JSON object with a 'kind', got {type(data).__name__}")
+        kind = data.get("kind")
+        match = [f for f in candidates if f.kind == kind and f.config_file == name]
+        if not match:
+            known = ", ".join(f.kind for f in candidates)
+            raise CheckpointError(f"{path}: kind {kind!r} is not a {protocol or 'onehead'} model family "
+                                  f"(known: {known})")
+        return match[0], data
+    expected = " or ".join(sorted({f.config_file for f in candidates})) or "a config file"
+    raise CheckpointError(f"{directory}: not an onehead model folder (no {expected})")

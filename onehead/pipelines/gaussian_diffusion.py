@@ -1,0 +1,179 @@
+"""The Gaussian-embedding diffusion Animator (paper 003): the default one-shot family.
+
+    animator = GaussianDiffusionAnimator.from_pretrained("DIR")      # or Animator.from_pretrained("DIR")
+    frames = animator.reenact(reference, motion, steps=4).frames
+
+reference image -> latents -> ReferenceNet (once per clip); driving motion -> control maps ->
+windowed DDIM (onehead.pipelines.sampler) with the same initial noise for every frame -> decode ->
+optional paste-back of the reference outside the head region.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from onehead.config import replace, to_dict
+from onehead.errors import CheckpointError
+from onehead.files import atomic_path
+from onehead.models.gaussian_diffusion import (
+    KIND,
+    GaussianDiffusionConfig,
+    GaussianDiffusionModel,
+    InferenceSettings,
+    ReferenceInputs,
+    split_saved_config,
+)
+from onehead.models.gaussian_diffusion.config import PRESETS
+from onehead.pipelines.one_shot import Animator, Reenactment
+from onehead.pipelines.sampler import initial_latents, sample_windows
+
+CONFIG_FILE = "animator.json"
+FORMAT = 2  # animator.json holds {"model": architecture, "inference": settings}; format 1 was one flat dict
+
+
+class GaussianDiffusionAnimator(Animator):
+    kind = KIND
+
+    def __init__(self, model: GaussianDiffusionModel, inference: InferenceSettings | None = None):
+        self.model = model
+        self.inference = inference if inference is not None else PRESETS[model.config.preset][1]
+
+    # ------------------------------------------------------------------ construction and files
+    @classmethod
+    def from_config(cls, config: GaussianDiffusionConfig, inference: InferenceSettings | None = None,
+                    head=None) -> "GaussianDiffusionAnimator":
+        return cls(GaussianDiffusionModel.from_config(config, head), inference)
+
+    @classmethod
+    def from_preset(cls, name: str, head=None, **overrides) -> "GaussianDiffusionAnimator":
+        """A new model with random weights: from_preset("tiny"), or ("base", sd_path=DIR)."""
+        config = GaussianDiffusionConfig.from_preset(name, **overrides)
+        return cls.from_config(config, PRESETS[name][1], head)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike | None = None, *, head=None,
+                        model_overrides: dict | None = None, **settings) -> "GaussianDiffusionAnimator":
+        """Load a model folder. settings override its inference settings (steps=4, background=...);
+        model_overrides change its architecture (e.g. warp_guidance=True to fine-tune into it: the
+        new pose-guider inputs start at zero, so the model computes what the folder's did)."""
+        from onehead.config import from_dict
+
+        from onehead.pipelines.one_shot import default_model_dir
+
+        directory = Path(directory) if directory is not None else default_model_dir()
+        config, inference = read_config(directory)
+        if model_overrides:
+            config = from_dict(GaussianDiffusionConfig, {**to_dict(config), **model_overrides}, "model_overrides")
+        model = GaussianDiffusionModel.load_weights(directory, config, head)
+        return cls(model.eval(), replace(inference, "inference settings", **settings) if settings else inference)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """animator.json, both UNets and the VAE in diffusers folders, onehead's parts in one
+        safetensors file; written to a temporary folder beside the target, then moved into place."""
+        config = to_dict(self.model.config)
+        config["sd_path"] = None  # the folder is self-contained
+        with atomic_path(directory) as tmp:
+            tmp.mkdir()
+            self.model.save_weights(tmp)
+            (tmp / CONFIG_FILE).write_text(json.dumps(
+                {"kind": KIND, "format": FORMAT, "model": config, "inference": to_dict(self.inference)}, indent=2))
+        return Path(directory)
+
+    # ------------------------------------------------------------------ the protocol
+    @property
+    def head(self):
+        return self.model.head
+
+    @property
+    def resolution(self) -> int:
+        return self.model.config.resolution
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def to(self, device) -> "GaussianDiffusionAnimator":
+        self.model.to(device)
+        return self
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, **to_dict(self.inference)}
+
+    def reenact(self, reference, motion, *, progress: bool = False, **settings) -> Reenactment:
+        """A prepared reference and motion -> frames (T, 3, S, S) in [0, 1] and control maps
+        (T, C, S, S), on the CPU. settings: InferenceSettings fields for this call."""
+        from onehead.pipelines.reenactment import head_region, paste_back
+
+        run = replace(self.inference, "inference settings", **settings) if settings else self.inference
+        params, K, w2c = self.motion_inputs(motion)
+        ref = self.reference_inputs(reference)
+        with torch.no_grad():
+            control = self.model.control_maps(params, K, w2c, ref)
+        frames = self.sample(ref.image, control[None], run, progress=progress)[0]
+        if run.background == "reference":
+            region = head_region(self.head, [reference.tracking, motion.tracking], self.resolution,
+                                 run.background_margin)
+            frames = paste_back(frames, ref.image[0], region.to(frames.device))
+        return Reenactment(frames.cpu(), control[:, :self.model.config.control_channels].cpu())
+
+    # ------------------------------------------------------------------ the pieces
+    def reference_inputs(self, reference) -> ReferenceInputs:
+        """A prepared Reference -> its image (1, 3, S, S) in [0, 1], parameters and camera on the model's device."""
+        image = torch.as_tensor(reference.image, device=self.device).permute(2, 0, 1).float()[None] / 255
+        params, K, world_to_cam = self.motion_inputs(reference)
+        return ReferenceInputs(image, params, K, world_to_cam)
+
+    def motion_inputs(self, motion) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """Head-model parameters (T, ...), K and world_to_cam of a Motion (or Reference) on the model's device."""
+        tracking = motion.tracking
+        params = {k: torch.as_tensor(v, device=self.device) for k, v in tracking.head_params().items()}
+        return (params, torch.as_tensor(tracking.K, device=self.device),
+                torch.as_tensor(tracking.world_to_cam, device=self.device))
+
+    @torch.no_grad()
+    def sample(self, reference: torch.Tensor, control: torch.Tensor, settings: InferenceSettings | None = None,
+               *, progress: bool = False) -> torch.Tensor:
+        """reference (B, 3, S, S) in [0, 1], control maps (B, T, C, S, S) -> frames (B, T, 3, S, S)."""
+        from diffusers import DDIMScheduler
+
+        run = settings or self.inference
+        model = self.model
+        clips, frames = control.shape[:2]
+        scheduler = DDIMScheduler(**model.scheduler_config())
+        scheduler.set_timesteps(run.steps, device=self.device)
+        context = model.context(run.domain, clips)
+        model.run_reference(model.codec.encode(reference.to(self.device) * 2 - 1), context)
+        size = self.resolution // model.codec.factor
+        start = initial_latents(clips, frames, (model.codec.latent_channels, size, size), run.initial_latent,
+                                run.seed, self.device, scheduler.init_noise_sigma)
+
+        def denoise(latents, t, first, last):
+            count = last - first
+            return model.denoise(latents, t.expand(clips * count), context.repeat_interleave(count, 0),
+                                 control[:, first:last].flatten(0, 1))
+
+        try:
+            latents = sample_windows(denoise, scheduler, start, window=run.window, overlap=run.window_overlap,
+                                     progress=progress)
+        finally:
+            model.bank.clear()
+        images = torch.cat([model.codec.decode(chunk) for chunk in latents.flatten(0, 1).split(16)])
+        return ((images.float() + 1) / 2).clamp(0, 1).view(clips, frames, 3, *images.shape[-2:])
+
+
+def read_config(directory: Path) -> tuple[GaussianDiffusionConfig, InferenceSettings]:
+    """The two configs of a model folder of this family; CheckpointError naming the file otherwise."""
+    from onehead.errors import ConfigError
+    from onehead.pipelines.families import read_model_config
+
+    family, data = read_model_config(directory, "one-shot")
+    if family.kind != KIND:
+        raise CheckpointError(f"{directory}: a {family.kind} model, not a {KIND}")
+    try:
+        return split_saved_config(data, str(directory / CONFIG_FILE))
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
