@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import platform
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def _machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}")
+from onehead.machine import machine_line
 
 
 def _benchmark_video(size: int, frames: int) -> tuple[np.ndarray, str]:
@@ -74,7 +71,7 @@ def bench_track(size: int = 512, frames: int = 120) -> dict:
         single.append((det.seconds, time.perf_counter() - start))
     det_s, fit_s = np.median(np.asarray(single), axis=0)
     return {
-        "machine": _machine(), "video": f"{frames} frames at {size}x{size}: {source}",
+        "machine": machine_line(), "video": f"{frames} frames at {size}x{size}: {source}",
         "faces_found": int(tracking.valid.sum()),
         "landmarks_ms_per_frame": 1000 * detections.seconds / frames,
         "fit_ms_per_frame": 1000 * fit_seconds / frames,
@@ -168,7 +165,7 @@ def bench_splat(size: int | None = None, frames: int | None = None) -> dict:
     size, repeats = size or 256, frames or 20
     K, world_to_cam = intrinsics(default_focal(size, size), size, size)[None], default_world_to_cam(batch=1)
     scene = _head_shell_scene()
-    result = {"machine": _machine(), "size": size, **_splat_statistics(scene, K, world_to_cam, size)}
+    result = {"machine": machine_line(), "size": size, **_splat_statistics(scene, K, world_to_cam, size)}
     for backward in (False, True):
         key = f"torch_cpu_{'forward_backward' if backward else 'forward'}"
         result[f"{key}_ms"], result[f"{key}_best_ms"] = _time_splat(scene, K, world_to_cam, size, "torch",
@@ -230,7 +227,7 @@ def bench_synth(size: int | None = None, frames: int | None = None) -> dict:
         start = time.perf_counter()
         summary = synthesize(head, out, options)
         total = time.perf_counter() - start
-    return {"machine": _machine(), "size": size, "frames": summary["frames_rendered"],
+    return {"machine": machine_line(), "size": size, "frames": summary["frames_rendered"],
             "render_fps": summary["render_fps"], "end_to_end_fps": summary["frames_rendered"] / total}
 
 
@@ -269,44 +266,48 @@ def _time_ms(fn, runs: int, warmup: int = 3) -> tuple[float, float]:
     return float(np.mean(times)), float(np.median(times))
 
 
-def bench_raster(size: int | None = None, frames: int | None = None) -> dict:
-    """rasterize_mesh on the open head model (~10k faces) and its midpoint subdivision (~40k) on CPU."""
-    from onehead.camera import default_focal, default_world_to_cam, intrinsics, project, world_to_camera
+def _raster_scene(size: int, device="cpu", subdivided: bool = True):
+    """The open head model (~10k faces) and, if asked, its midpoint subdivision (~40k) on `device`,
+    with K and world_to_cam framing the head over about 40% of a size x size image."""
+    from onehead.camera import default_focal, default_world_to_cam, intrinsics
     from onehead.head.model import load_head_model
-    from onehead.render import rasterize as raster
 
-    size, runs = size or 512, frames or 20
     head = load_head_model("basic")
     K = intrinsics(default_focal(size, size), size, size)
     world_to_cam = default_world_to_cam(0.6)
     world_to_cam[1, 3] -= 0.03  # frames the head so that it covers about 40% of the image
     meshes = {"head": (head.v_template, head.faces)}
-    meshes["head, subdivided"] = _subdivide(*meshes["head"])
+    if subdivided:
+        meshes["head, subdivided"] = _subdivide(*meshes["head"])
+    meshes = {name: (v.to(device), f.to(device)) for name, (v, f) in meshes.items()}
+    return meshes, K.to(device), world_to_cam.to(device)
+
+
+def bench_raster(size: int | None = None, frames: int | None = None) -> dict:
+    """rasterize_mesh on the open head model (~10k faces) and its midpoint subdivision (~40k) on CPU."""
+    from onehead.render import rasterize_mesh, visible_faces
+
+    size, runs = size or 512, frames or 20
+    meshes, K, world_to_cam = _raster_scene(size)
     results = []
     for name, (vertices, faces) in meshes.items():
         vertices = vertices[None]
-        fragments = raster.rasterize_mesh(vertices, faces, K, world_to_cam, size, size)
-
-        def visibility_only():  # the no-grad visibility pass alone, without barycentrics and depth
-            drawable = raster._drawable_faces(world_to_camera(vertices, world_to_cam[None]), faces, 1e-3, False)
-            pixels, depth = project(vertices, K[None], world_to_cam[None])
-            raster._visible_faces(pixels, depth, faces, drawable, size, size)
-
+        fragments = rasterize_mesh(vertices, faces, K, world_to_cam, size, size)
         tracked = vertices.clone().requires_grad_(True)
 
         def forward_backward():
-            fragments = raster.rasterize_mesh(tracked, faces, K, world_to_cam, size, size)
+            fragments = rasterize_mesh(tracked, faces, K, world_to_cam, size, size)
             (fragments.depth.sum() + fragments.bary[..., 0].sum()).backward()
 
         results.append({
             "mesh": name, "faces": len(faces), "coverage": float(fragments.mask.float().mean()),
-            "visibility_ms": _time_ms(visibility_only, runs),
-            "rasterize_ms": _time_ms(lambda: raster.rasterize_mesh(vertices, faces, K, world_to_cam, size, size), runs),
-            "rasterize_grad_ms": _time_ms(
-                lambda: raster.rasterize_mesh(tracked, faces, K, world_to_cam, size, size), runs),
+            # the no-grad visibility pass alone, without barycentrics and depth
+            "visibility_ms": _time_ms(lambda: visible_faces(vertices, faces, K, world_to_cam, size, size), runs),
+            "rasterize_ms": _time_ms(lambda: rasterize_mesh(vertices, faces, K, world_to_cam, size, size), runs),
+            "rasterize_grad_ms": _time_ms(lambda: rasterize_mesh(tracked, faces, K, world_to_cam, size, size), runs),
             "forward_backward_ms": _time_ms(forward_backward, runs),
         })
-    return {"machine": _machine(), "size": size, "runs": runs, "meshes": results}
+    return {"machine": machine_line(), "size": size, "runs": runs, "meshes": results}
 
 
 def report_raster(size: int | None = None, frames: int | None = None) -> dict:
@@ -371,7 +372,7 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
             animator.denoise(latents, torch.full((window,), 999), context, guide[:window], window)
             step_times.append(time.perf_counter() - start)
         animator.bank.clear()
-    return {"machine": _machine(), "model": "embedded tiny" if embedded else "untrained tiny",
+    return {"machine": machine_line(), "model": "embedded tiny" if embedded else "untrained tiny",
             "resolution": resolution, "steps": animator.config.default_steps, "frames": frames,
             "warp_guidance": animator.config.warp_guidance,
             "control_ms_per_frame": 1000 * control_seconds / frames,
@@ -392,17 +393,457 @@ def report_animate(size: int | None = None, frames: int | None = None) -> dict:
     return r
 
 
+# =============================================================================== onehead bench gpu
+# One prepared run for a machine with one GPU (H100/H200; a few minutes), printing one markdown
+# table. On CPU it runs the same rows at reduced sizes and skips the CUDA-only ones, saying so.
+
+# Stable Diffusion 1.5's UNet and VAE configs (random weights: nothing is downloaded).
+SD15_UNET = dict(
+    in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5, act_fn="silu",
+    flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, mid_block_scale_factor=1, center_input_sample=False)
+SD_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    act_fn="silu", norm_num_groups=32, scaling_factor=0.18215)
+# The same block layout (4 levels, cross-attention in the first three, VAE factor 8) at toy widths.
+TINY_SD_UNET = {**SD15_UNET, "layers_per_block": 1, "block_out_channels": (32, 32, 64, 64), "cross_attention_dim": 64}
+TINY_SD_VAE = {**SD_VAE, "layers_per_block": 1, "block_out_channels": (16, 16, 32, 32), "norm_num_groups": 8}
+
+
+@dataclass(frozen=True)
+class GpuBenchSizes:
+    """What `onehead bench gpu` runs. `for_device` picks the full (CUDA) or the reduced (CPU) set."""
+
+    resolution: int = 512  # splat, rasterizer and Animator image size (a multiple of 32)
+    frames: int = 14  # frames of the animated clip (the base preset's temporal window)
+    steps: tuple = (1, 4, 10)  # DDIM steps of the timed sampling runs
+    train_batches: tuple = (1, 4)  # batch sizes of the timed training steps
+    gaussians: int = 10_000  # Gaussians of the gsplat-vs-torch scene (16 feature channels)
+    uv_resolution: int = 256  # the Animator's UV Gaussian field
+    unet: dict = field(default_factory=lambda: dict(SD15_UNET))
+    vae: dict = field(default_factory=lambda: dict(SD_VAE))
+    unet_label: str = "SD-1.5-shaped UNets"
+    subdivided: bool = True  # also rasterize the ~40k-face subdivided head
+    repeats: int = 10  # timed runs of the short rows (splat, rasterizer), after warm-up
+    sample_repeats: int = 2  # timed runs of each sampling row
+    train_repeats: int = 2  # timed training steps, after one warm-up step
+    reduced: bool = False  # smaller than the full GPU run (said in the table's title)
+    threads: int | None = None  # torch CPU threads during the run (None: leave as set). The reduced
+    # CPU run uses 1: its toy-sized ops gain nothing from more, and on a busy machine every op of a
+    # multi-threaded run waits for its slowest thread (60x slower on a loaded 2-core machine)
+
+    @classmethod
+    def for_device(cls, device) -> "GpuBenchSizes":
+        if torch.device(device).type == "cuda":
+            return cls()
+        return cls(resolution=128, frames=6, gaussians=2_000, uv_resolution=64, unet=dict(TINY_SD_UNET),
+                   vae=dict(TINY_SD_VAE), unet_label="tiny SD-shaped UNets", repeats=3, sample_repeats=1,
+                   train_repeats=1, reduced=True, threads=1)
+
+
+class _PeakMemory:
+    """`with _PeakMemory(device) as peak:` ... `peak.text`: torch.cuda.max_memory_allocated over the block."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.bytes = device, None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.bytes = torch.cuda.max_memory_allocated(self.device)
+        return False
+
+    @property
+    def text(self) -> str:
+        return "n/a (CPU)" if self.bytes is None else f"{self.bytes / 2**30:.2f} GiB"
+
+
+def _seconds(fn, device: torch.device, repeats: int = 1, warmup: int = 1) -> float:
+    """Median wall seconds of fn() over `repeats` runs after `warmup` runs, synchronising CUDA."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "out of GPU memory"
+    first = (str(exc).splitlines() or [""])[0][:160]
+    return f"failed: {type(exc).__name__}: {first}".replace("|", "/")
+
+
+def _free(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _autocast(device: torch.device, dtype):
+    """bf16 autocast on CUDA; a no-op context for dtype None."""
+    import contextlib
+
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def _gpu_splat_rows(sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
+    """gsplat.rasterization against onehead's torch splatter on one scene: times and differences."""
+    from onehead.camera import default_focal, default_world_to_cam, intrinsics
+    from onehead.render import splat_features
+
+    size, where = sizes.resolution, device.type.upper()
+    K = intrinsics(default_focal(size, size), size, size)[None].to(device)
+    world_to_cam = default_world_to_cam(batch=1).to(device)
+    scene = _head_shell_scene(sizes.gaussians, device=device)
+    setting = f"{sizes.gaussians:,} Gaussians x 16 channels, {size}x{size}"
+    rows, renders = [], {}
+    for backend, label in (("gsplat", "gsplat.rasterization"), ("torch", "onehead torch splatter")):
+        part = f"splat: {label} ({where})"
+        if backend == "gsplat" and device.type != "cuda":
+            rows.append((part, setting, "skipped: needs CUDA", ""))
+            continue
+        try:
+            with _PeakMemory(device) as peak:
+                forward = _time_splat(scene, K, world_to_cam, size, backend, False, sizes.repeats)[0]
+                both = _time_splat(scene, K, world_to_cam, size, backend, True, sizes.repeats)[0]
+            with torch.no_grad():
+                renders[backend] = splat_features(scene["means"], scene["scales"], scene["opacities"],
+                                                  scene["features"], K, world_to_cam, size, size, backend=backend)
+            rows.append((part, setting, f"forward {forward:.2f} ms, forward+backward {both:.2f} ms", peak.text))
+        except Exception as exc:  # gsplat missing or its CUDA build failing: report, go on
+            rows.append((part, setting, _failure(exc), ""))
+    part = "splat: gsplat vs torch, largest abs. difference"
+    if len(renders) == 2:
+        a, b = renders["gsplat"], renders["torch"]
+        features = float((a.features - b.features).abs().max())
+        alpha = float((a.alpha - b.alpha).abs().max())
+        rows.append((part, setting, f"features {features:.2e}, alpha {alpha:.2e} (feature range "
+                                    f"{float(b.features.abs().max()):.2f})", ""))
+    else:
+        rows.append((part, setting, "skipped: needs CUDA" if device.type != "cuda" else "skipped: a backend failed", ""))
+    return rows
+
+
+def _gpu_raster_rows(sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
+    """rasterize_mesh (torch backend) forward and forward+backward on the head meshes."""
+    from onehead.render import rasterize_mesh
+
+    size, where = sizes.resolution, device.type.upper()
+    meshes, K, world_to_cam = _raster_scene(size, device, sizes.subdivided)
+    rows = []
+    for vertices, faces in meshes.values():
+        vertices = vertices[None]
+        tracked = vertices.clone().requires_grad_(True)
+
+        def forward_backward():
+            fragments = rasterize_mesh(tracked, faces, K, world_to_cam, size, size)
+            (fragments.depth.sum() + fragments.bary[..., 0].sum()).backward()
+
+        part = f"rasterize_mesh ({where}), {len(faces):,} faces"
+        try:
+            with _PeakMemory(device) as peak:
+                forward = _seconds(lambda: rasterize_mesh(vertices, faces, K, world_to_cam, size, size),
+                                   device, sizes.repeats, warmup=2)
+                both = _seconds(forward_backward, device, sizes.repeats, warmup=2)
+            rows.append((part, f"{size}x{size}, torch backend",
+                         f"forward {1000 * forward:.2f} ms, forward+backward {1000 * both:.2f} ms", peak.text))
+        except Exception as exc:
+            rows.append((part, f"{size}x{size}, torch backend", _failure(exc), ""))
+    return rows
+
+
+def _stand_in_stable_diffusion(directory: Path, sizes: GpuBenchSizes) -> Path:
+    """A diffusers-format SD folder (unet/, vae/, scheduler/) with random weights of the given shapes."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=sizes.resolution // 8, **sizes.unet).save_pretrained(directory / "unet")
+    AutoencoderKL(sample_size=sizes.resolution, **sizes.vae).save_pretrained(directory / "vae")
+    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(
+        directory / "scheduler")
+    return directory
+
+
+def _on(batch, device):
+    """A collated batch (nested dicts of tensors) on `device`; other values as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _on(v, device) for k, v in batch.items()}
+    return batch
+
+
+class _BaseAnimator:
+    """The `base` Animator as bench gpu drives it, built through its sd_path route.
+
+    `net` is the nn.Module holding the networks (denoising_unet, reference_unet, codec,
+    pose_guider, temporal, domain_tokens, gaussian_field, bank; set_stage, trainable_parameters,
+    batch_control, run_reference); loss, sample and context are the three calls whose spelling
+    differs between the Animator API (onehead.pipelines.animator) and the restructured family API
+    (onehead.pipelines.gaussian_diffusion), whichever this tree has.
+    """
+
+    def __init__(self, sd_path: Path, sizes: GpuBenchSizes, head):
+        overrides = dict(sd_path=str(sd_path), resolution=sizes.resolution, uv_resolution=sizes.uv_resolution)
+        try:
+            from onehead.pipelines.animator import Animator, AnimatorConfig
+        except ImportError:
+            from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
+
+            self.animator = GaussianDiffusionAnimator.from_preset("base", head=head, **overrides)
+            self.net, self.family_api = self.animator.model, True
+        else:
+            self.animator = self.net = Animator.from_config(AnimatorConfig.from_preset("base", **overrides), head)
+            self.family_api = False
+
+    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """The training loss (v-prediction MSE) on a collated ReenactmentDataset batch."""
+        if self.family_api:
+            from onehead.training.gaussian_diffusion_loss import gaussian_diffusion_loss
+
+            return gaussian_diffusion_loss(self.net, batch, generator)
+        return self.net.training_loss(batch, generator)
+
+    def sample(self, reference: torch.Tensor, control: torch.Tensor, steps: int) -> torch.Tensor:
+        """reference (1, 3, S, S), control maps (1, T, C, S, S) -> frames, with `steps` DDIM steps."""
+        if self.family_api:
+            import dataclasses
+
+            return self.animator.sample(reference, control, dataclasses.replace(self.animator.inference, steps=steps))
+        return self.animator.sample(reference, control, num_steps=steps, progress=False)
+
+    def context(self) -> torch.Tensor:
+        """The inference domain's cross-attention context for one clip, (1, 1, D)."""
+        if self.family_api:
+            return self.net.context(self.animator.inference.domain, 1)
+        from onehead.data.sequence import DOMAINS
+
+        domain = DOMAINS.index(self.net.config.inference_domain)
+        return self.net.domain_tokens(torch.full((1,), domain, device=self.net.device))
+
+
+def _training_rows(subject: _BaseAnimator, dataset, sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
+    """loss + backward + AdamW step (stage 1) at each batch size, bf16 autocast and fp32 on CUDA."""
+    from torch.utils.data import default_collate
+
+    size = sizes.resolution
+    precisions = [("bf16 autocast", torch.bfloat16), ("fp32", None)] if device.type == "cuda" else [("fp32", None)]
+    rows = []
+    net = subject.net
+    net.set_stage(1)
+    net.train()
+    for batch_size in sizes.train_batches:
+        batch = _on(default_collate([dataset[i % len(dataset)] for i in range(batch_size)]), device)
+        setting = f"{size}x{size}, stage 1 (both UNets train), AdamW"
+        if device.type != "cuda":
+            rows.append((f"training step, batch {batch_size} (bf16 autocast)", setting, "skipped: needs CUDA", ""))
+        for label, dtype in precisions:
+            part = f"training step, batch {batch_size} ({label})"
+            optimizer = torch.optim.AdamW(net.trainable_parameters(), lr=1e-5)
+            generator = torch.Generator(device).manual_seed(0)
+
+            def step():
+                with _autocast(device, dtype):
+                    loss = subject.loss(batch, generator)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            try:
+                with _PeakMemory(device) as peak:
+                    seconds = _seconds(step, device, sizes.train_repeats, warmup=1)
+                rows.append((part, setting, f"{seconds:.3f} s per step ({batch_size / seconds:.1f} samples/s)",
+                             peak.text))
+            except Exception as exc:
+                rows.append((part, setting, _failure(exc), ""))
+            finally:
+                del optimizer
+                net.zero_grad(set_to_none=True)
+                net.bank.clear()
+                _free(device)
+    net.eval()
+    return rows
+
+
+def _use_xformers(net) -> None:
+    """xformers for every attention diffusers owns (cross-attention, the VAE); onehead's shared
+    self-attention processors (ReferenceNet bank, SDPA) stay as they are. Raises when xformers
+    does not import or does not run."""
+    import xformers.ops  # noqa: F401
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0, XFormersAttnProcessor
+
+    for unet in (net.denoising_unet, net.reference_unet):
+        unet.set_attn_processor({name: XFormersAttnProcessor() if isinstance(p, (AttnProcessor, AttnProcessor2_0))
+                                 else p for name, p in unet.attn_processors.items()})
+    vae = getattr(net.codec, "vae", None)
+    if vae is not None:
+        vae.enable_xformers_memory_efficient_attention()
+
+
+def _sampling_rows(subject: _BaseAnimator, dataset, sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
+    """Control maps, the ReferenceNet pass and whole-clip sampling at each step count, per attention."""
+    from torch.utils.data import default_collate
+
+    cuda = device.type == "cuda"
+    net = subject.net
+    size, frames = sizes.resolution, sizes.frames
+    net.eval()
+    net.temporal.enabled = True  # as in a stage-2 model
+    dtype = torch.bfloat16 if cuda else None
+    precision = "bf16" if cuda else "fp32"
+    if cuda:  # the networks in bf16 (run under bf16 autocast); head model and Gaussian field stay fp32
+        for part in (net.denoising_unet, net.reference_unet, net.codec, net.pose_guider, net.temporal,
+                     net.domain_tokens):
+            part.to(torch.bfloat16)
+    batch = _on(default_collate([dataset[0]]), device)
+    reference = batch["reference"]  # (1, 3, H, W)
+    setting = f"{frames} frames, {size}x{size}, {precision}"
+    rows = []
+    with torch.no_grad():
+        with _PeakMemory(device) as peak:
+            seconds = _seconds(lambda: net.batch_control(batch), device, sizes.repeats, warmup=1)
+        rows.append(("animate: control maps (head model + Gaussian splat)",
+                     f"{frames} frames, {size}x{size}, fp32, {net.gaussian_field.num_gaussians:,} Gaussians",
+                     f"{1000 * seconds / frames:.2f} ms/frame", peak.text))
+        control = net.batch_control(batch)[None]  # (1, T, C, H, W)
+    modes = [("SDPA", None)]
+    if cuda:
+        modes.append(("xformers", _use_xformers))
+    else:
+        rows.append(("animate (xformers)", setting, "skipped: needs CUDA", ""))
+    for name, switch in modes:
+        if switch is not None:
+            try:
+                switch(net)
+            except Exception as exc:
+                rows.append((f"animate ({name})", setting, f"skipped: {name} unavailable ({_failure(exc)})", ""))
+                continue
+        try:
+            with torch.no_grad(), _autocast(device, dtype):
+                latents = net.codec.encode(reference * 2 - 1)
+                context = subject.context()
+                with _PeakMemory(device) as peak:
+                    seconds = _seconds(lambda: net.run_reference(latents, context), device, sizes.repeats)
+                net.bank.clear()
+            rows.append((f"animate ({name}): ReferenceNet pass", f"{size}x{size}, {precision}, once per clip",
+                         f"{1000 * seconds:.1f} ms per clip", peak.text))
+            with _autocast(device, dtype):
+                subject.sample(reference, control[:, :2], 1)  # warm-up
+                for steps in sizes.steps:
+                    with _PeakMemory(device) as peak:
+                        seconds = _seconds(lambda: subject.sample(reference, control, steps), device,
+                                           sizes.sample_repeats, warmup=0)
+                    rows.append((f"animate ({name}): {steps} DDIM step{'s' if steps > 1 else ''}", setting,
+                                 f"{seconds / frames:.3f} s/frame ({frames / seconds:.2f} frames/s)", peak.text))
+        except Exception as exc:
+            rows.append((f"animate ({name})", setting, _failure(exc), ""))
+        finally:
+            net.bank.clear()
+            _free(device)
+    return rows
+
+
+def _gpu_animator_rows(sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
+    """The `base` Animator built through its sd_path route from a stand-in SD folder: training
+    steps, then sampling (the networks cast to bf16 on CUDA)."""
+    import tempfile
+
+    from onehead.data.datasets import ReenactmentDataset
+    from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.head.model import load_head_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        frames = max(sizes.frames, max(sizes.train_batches))
+        synthesize(load_head_model("basic"), tmp / "data",
+                   SynthOptions(identities=1, sequences=1, frames=frames, size=sizes.resolution, seed=0,
+                                progress=False))
+        clips = ReenactmentDataset(tmp / "data", clip_length=sizes.frames, size=sizes.resolution)
+        singles = ReenactmentDataset(tmp / "data", clip_length=1, size=sizes.resolution)
+        sd = _stand_in_stable_diffusion(tmp / "sd", sizes)
+        subject = _BaseAnimator(sd, sizes, load_head_model("basic"))
+        subject.net.to(device)
+        rows = _training_rows(subject, singles, sizes, device)
+        rows += _sampling_rows(subject, clips, sizes, device)
+    del subject
+    _free(device)
+    return rows
+
+
+def bench_gpu(size: int | None = None, frames: int | None = None, *, sizes: GpuBenchSizes | None = None,
+              device: str | torch.device | None = None) -> dict:
+    """The figures of `onehead bench gpu` as rows (part, setting, result, peak GPU memory) and the
+    markdown table. size / frames override the resolution / clip length of `sizes` (by default
+    GpuBenchSizes.for_device: full on CUDA, reduced on CPU)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    sizes = sizes or GpuBenchSizes.for_device(device)
+    sizes = replace(sizes, resolution=size or sizes.resolution, frames=frames or sizes.frames)
+    threads = torch.get_num_threads()
+    if sizes.threads:
+        torch.set_num_threads(sizes.threads)
+    try:
+        machine = machine_line()
+        start = time.perf_counter()
+        rows = _gpu_splat_rows(sizes, device) + _gpu_raster_rows(sizes, device) + _gpu_animator_rows(sizes, device)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        where = f"on {torch.cuda.get_device_name(device)}" + (", reduced sizes" if sizes.reduced else "")
+        precision = "bf16"
+    else:
+        where = "reduced sizes on CPU (no CUDA device: CUDA-only rows skipped)" if sizes.reduced else "on CPU"
+        precision = "fp32"
+    title = (f"onehead bench gpu, {where}: {sizes.resolution}x{sizes.resolution}, {sizes.unet_label} "
+             f"(random weights), {precision}")
+    lines = [f"**{title}**", "", f"machine: {machine}", "",
+             "| part | setting | result | peak GPU memory |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines += ["", f"wall time {seconds:.1f} s"]
+    return {"machine": machine, "device": str(device), "reduced": sizes.reduced, "title": title,
+            "rows": rows, "table": "\n".join(lines), "seconds": seconds}
+
+
+def report_gpu(size: int | None = None, frames: int | None = None) -> dict:
+    r = bench_gpu(size, frames)
+    print(r["table"])
+    return r
+
+
 def report_all(size: int | None = None, frames: int | None = None) -> dict:
     """Every benchmark at its defaults, then one table of the per-part figures."""
     results = {name: BENCHMARKS[name]() for name in ("track", "raster", "splat", "synth", "animate")}
     rows = summary_rows(results)
     print()
-    print(f"machine: {_machine()}")
+    print(f"machine: {machine_line()}")
     print("| part | setting | time | rate |")
     print("|---|---|---|---|")
     for part, setting, figure, rate in rows:
         print(f"| {part} | {setting} | {figure} | {rate} |")
-    return {"machine": _machine(), "rows": rows, "results": results}
+    return {"machine": machine_line(), "rows": rows, "results": results}
 
 
 def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
@@ -440,6 +881,7 @@ BENCHMARKS = {
     "synth": report_synth,
     "animate": report_animate,
     "splat": report_splat,
+    "gpu": report_gpu,
     "all": report_all,
 }
 
