@@ -541,7 +541,8 @@ def _gpu_splat_rows(sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
         rows.append((part, setting, f"features {features:.2e}, alpha {alpha:.2e} (feature range "
                                     f"{float(b.features.abs().max()):.2f})", ""))
     else:
-        rows.append((part, setting, "skipped: needs CUDA" if device.type != "cuda" else "skipped: a backend failed", ""))
+        reason = "skipped: needs CUDA" if device.type != "cuda" else "skipped: a backend failed"
+        rows.append((part, setting, reason, ""))
     return rows
 
 
@@ -801,6 +802,11 @@ def bench_gpu(size: int | None = None, frames: int | None = None, *, sizes: GpuB
         device = torch.device("cuda", torch.cuda.current_device())
     sizes = sizes or GpuBenchSizes.for_device(device)
     sizes = replace(sizes, resolution=size or sizes.resolution, frames=frames or sizes.frames)
+    if sizes.resolution % 32 or sizes.frames < 1:
+        from onehead.errors import ConfigError
+
+        raise ConfigError(f"bench gpu: --size must be a multiple of 32 (the VAE's factor 8 x 4) and --frames "
+                          f"at least 1, got {sizes.resolution} and {sizes.frames}")
     threads = torch.get_num_threads()
     if sizes.threads:
         torch.set_num_threads(sizes.threads)
