@@ -88,16 +88,18 @@ def test_tasks_pick_the_right_frames(tiny_set):
 def test_eval_end_to_end_reports_models_and_baselines(head, tiny_set, tmp_path, capsys):
     from onehead.data.sequence import open_sequence, read_pairs
     from onehead.metrics.image import psnr
-    from onehead.pipelines.animator import Animator, AnimatorConfig
+    from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
+    from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
 
     torch.manual_seed(0)
     unet = dict(layers_per_block=1, block_out_channels=(16, 32, 32),
                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
                 cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
-    config = AnimatorConfig.from_preset("tiny", unet=unet, uv_resolution=32, guider_channels=(8, 16),
-                                        default_steps=1, warp_guidance=True, background="reference")
-    Animator.from_config(config, head).save_pretrained(tmp_path / "model")
+    config = GaussianDiffusionConfig.from_preset("tiny", unet=unet, uv_resolution=32, guider_channels=(8, 16),
+                                                 warp_guidance=True)
+    settings = InferenceSettings(steps=1, background="reference")
+    GaussianDiffusionAnimator.from_config(config, settings, head).save_pretrained(tmp_path / "model")
     report_path = tmp_path / "report.json"
     code = main(["eval", "--data", str(tiny_set), "--task", "cross", "--out", str(report_path),
                  "--model", str(tmp_path / "model"), "--video", str(tmp_path / "grid.mp4"), "--quiet",
@@ -139,10 +141,10 @@ def test_eval_end_to_end_reports_models_and_baselines(head, tiny_set, tmp_path, 
 def test_eval_rejects_folders_that_are_not_models(tiny_set, tmp_path, capsys):
     from onehead.evaluation.methods import load_method
 
-    with pytest.raises(CheckpointError, match="not a onehead model folder"):
+    with pytest.raises(CheckpointError, match="not an onehead model folder"):
         load_method(tmp_path)
     (tmp_path / "animator.json").write_text(json.dumps({"kind": "something-else"}))
-    with pytest.raises(CheckpointError, match="kind 'something-else'"):
+    with pytest.raises(CheckpointError, match="kind 'something-else' is not a one-shot model family"):
         load_method(tmp_path)
     assert main(["eval", "--data", str(tiny_set), "--task", "self", "--out", str(tmp_path / "r.json"),
                  "--model", str(tmp_path / "missing")]) == 2

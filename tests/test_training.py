@@ -22,8 +22,9 @@ import pytest
 import torch
 import yaml
 
+from onehead.pipelines.families import register_family
 from onehead.training import (EpochBatchSampler, ExperimentConfig, ParamGroup, TrainingFamily, get_family,
-                              load_config, mixed_dataset, register_family, train)
+                              load_config, mixed_dataset, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training" / "train_animator.py"
@@ -201,7 +202,8 @@ CASES = {
         frozen={1: ("temporal.",), 2: ("denoising_unet.", "reference_unet.", "gaussian_field.", "pose_guider.",
                                        "domain_tokens.")}),
     "test-toy": FamilyCase(
-        register_family(ToyFamily)(), {"kind": "test-toy", "width": 16}, toy_weights,
+        register_family("test-toy", "training", ToyFamily.config_file, training=ToyFamily).load_training()(),
+        {"kind": "test-toy", "width": 16}, toy_weights,
         trains={1: ("encoder.", "head."), 2: ("head.",)}, frozen={1: (), 2: ("encoder.",)},
         stage2_model={"kind": "test-toy"}, stage2_clip_length=1),
 }

@@ -2,11 +2,13 @@
 
 Two protocols share it:
 - "one-shot" families (onehead.pipelines.one_shot.Animator): a reference image and a driving motion;
-- "person" families (onehead.pipelines.person_avatar.PersonAvatar): trained on one person's video.
+- "person" families (onehead.pipelines.person_avatar.PersonAvatar): trained on one person's video;
+plus "training"-only entries (experiments with no inference side yet).
 
-Entries name their class as "module:Class", so looking a folder up imports only the family it needs.
-A new family adds one `register_family(...)` call (or one line below); the CLI, eval, bench and
-training all look families up here.
+Each entry names its pipeline class and its training family (onehead.training.TrainingFamily) as
+"module:Class", so a lookup imports only the family it needs. A new family adds one
+`register_family(...)` call (or one line below); the CLI, eval, bench and training all look
+families up here, training by the `model.kind` of its config.
 """
 
 from __future__ import annotations
@@ -22,34 +24,53 @@ from onehead.errors import CheckpointError
 @dataclass(frozen=True)
 class Family:
     kind: str  # the "kind" written in the folder's config file
-    protocol: str  # "one-shot" or "person"
+    protocol: str  # "one-shot", "person" or "training"
     config_file: str  # the JSON config in a model folder
-    target: str  # "module:Class" of its pipeline
+    target: str | None = None  # "module:Class" of its pipeline
+    training: str | type | None = None  # "module:Class" (or the class) of its TrainingFamily
 
     def load_class(self):
-        module, name = self.target.split(":")
-        return getattr(importlib.import_module(module), name)
+        return _load(self.target, f"{self.kind} has no inference pipeline")
+
+    def load_training(self):
+        return _load(self.training, f"{self.kind} has no training family")
+
+
+def _load(target, missing: str):
+    if target is None:
+        raise CheckpointError(missing)
+    if isinstance(target, type):
+        return target
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 FAMILIES: dict[str, Family] = {}
+PROTOCOLS = ("one-shot", "person", "training")
 
 
-def register_family(kind: str, protocol: str, config_file: str, target: str) -> Family:
-    if protocol not in ("one-shot", "person"):
-        raise ValueError(f"protocol must be 'one-shot' or 'person', got {protocol!r}")
-    FAMILIES[kind] = Family(kind, protocol, config_file, target)
+def register_family(kind: str, protocol: str, config_file: str, target: str | None = None,
+                    training: str | type | None = None) -> Family:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol != "training" and target is None:
+        raise ValueError(f"a {protocol} family needs its pipeline class (target)")
+    FAMILIES[kind] = Family(kind, protocol, config_file, target, training)
     return FAMILIES[kind]
 
 
 register_family("onehead-animator", "one-shot", "animator.json",
-                "onehead.pipelines.gaussian_diffusion:GaussianDiffusionAnimator")
+                target="onehead.pipelines.gaussian_diffusion:GaussianDiffusionAnimator",
+                training="onehead.training.gaussian_diffusion:GaussianDiffusionFamily")
 
 # the embedded default model, shipped inside the package (a plain `pip install .` has it)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "animator-tiny"
 
 
 def families(protocol: str | None = None) -> list[Family]:
-    return [f for f in FAMILIES.values() if protocol in (None, f.protocol)]
+    """Registered families of one protocol (None: the inference protocols, one-shot and person)."""
+    wanted = (protocol,) if protocol else ("one-shot", "person")
+    return [f for f in FAMILIES.values() if f.protocol in wanted]
 
 
 def read_model_config(directory: str | Path, protocol: str | None = None) -> tuple[Family, dict]:

@@ -6,8 +6,9 @@
     frames = animator.reenact(reference, motion).frames          # prepared inputs (onehead.pipelines.reenactment)
 
 `Animator.from_pretrained(dir)` returns the family named by the `kind` in the folder's config
-(onehead.pipelines.families). A family subclasses Animator and implements `reenact`,
-`save_pretrained`, `from_pretrained`, `head` and `resolution`; `animate` is shared.
+(onehead.pipelines.families). A family subclasses Animator, holds its weights in `model` (one
+nn.Module) and implements `reenact`, `save_pretrained`, `from_pretrained`, `head` and `resolution`;
+`animate` is shared. tests/test_families.py runs one contract test for every registered family.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Animator:
     """Base class and entry point of every one-shot family."""
 
     kind: ClassVar[str] = ""
+    model: torch.nn.Module  # every weight of the family lives in this module
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -1,8 +1,8 @@
 """The seam between the generic training loop and one model family.
 
-A family is a class whose instances have the methods of `TrainingFamily`; `register_family(cls)`
-makes it reachable by its `name`, which is what a config's `model.kind` says (default
-onehead-animator). Every run gets a fresh instance (get_family), so a family may keep per-run
+A family is a class whose instances have the methods of `TrainingFamily`, named as `training=` in
+its entry of the one family registry (onehead.pipelines.families.register_family); a config's
+`model.kind` (default onehead-animator) picks it. Every run gets a fresh instance (get_family), so a family may keep per-run
 state (e.g. inference settings to save with the weights). The loop never imports a model class:
 everything model-specific goes through these calls.
 
@@ -16,7 +16,7 @@ everything model-specific goes through these calls.
         def loss(self, model, batch, generator): ...             # -> scalar tensor
         def validation_columns(self, model, batch, train): ...   # -> [(B, T, 3, H, W) in [0, 1], ...]
         def save_pretrained(self, model, directory): ...
-    register_family(MyFamily)
+    register_family("my-model", "training", "my_model.json", training=MyFamily)   # onehead.pipelines.families
 """
 
 from __future__ import annotations
@@ -72,21 +72,17 @@ class TrainingFamily(Protocol):
         """Write the model folder that the family's inference side loads."""
 
 
-_FAMILIES: dict[str, type] = {}
-
-
-def register_family(cls: type) -> type:
-    """Make the family class `cls` reachable as get_family(cls.name); returns it (usable as a decorator)."""
-    if not isinstance(cls, type) or not isinstance(cls(), TrainingFamily):
-        raise TypeError(f"{cls!r} is not a class with the methods of onehead.training.TrainingFamily")
-    _FAMILIES[cls.name] = cls
-    return cls
-
-
 def get_family(name: str) -> TrainingFamily:
-    """A fresh instance of the family called `name` (ConfigError naming the known ones otherwise)."""
-    if name not in _FAMILIES:
-        import onehead.training.gaussian_diffusion  # noqa: F401  (registers onehead-animator)
-    if name not in _FAMILIES:
-        raise ConfigError(f"model.kind {name!r}: no such training family; known: {', '.join(sorted(_FAMILIES))}")
-    return _FAMILIES[name]()
+    """A fresh instance of the training family of model kind `name`, from the one registry of
+    families (onehead.pipelines.families); ConfigError naming the known kinds otherwise."""
+    from onehead.pipelines.families import FAMILIES
+
+    family = FAMILIES.get(name)
+    if family is None or family.training is None:
+        known = ", ".join(sorted(k for k, f in FAMILIES.items() if f.training is not None))
+        raise ConfigError(f"model.kind {name!r}: no such training family; known: {known}")
+    cls = family.load_training()
+    instance = cls()
+    if not isinstance(instance, TrainingFamily):
+        raise TypeError(f"{cls!r} lacks methods of onehead.training.TrainingFamily")
+    return instance

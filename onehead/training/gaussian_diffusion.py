@@ -20,7 +20,7 @@ import torch
 
 from onehead.errors import ConfigError
 from onehead.training.data import mixed_dataset
-from onehead.training.family import ParamGroup, register_family
+from onehead.training.family import ParamGroup
 
 KIND = "onehead-animator"
 
@@ -214,5 +214,3 @@ def export_model_folder(source: Path, out: Path, settings: dict):
             raise CheckpointError(f"{out}: the written weights do not read back as exported (e.g. {(bad or ['?'])[0]})")
     return animator
 
-
-register_family(GaussianDiffusionFamily)
