@@ -326,55 +326,53 @@ def report_raster(size: int | None = None, frames: int | None = None) -> dict:
 
 
 def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
-    """Animator speed: the embedded tiny model (an untrained tiny one when absent) at its default
-    steps on a synthetic driving sequence: control maps, one denoising step, and the whole frame
-    (control maps, ReferenceNet, every step, decoding and paste-back), per frame."""
+    """Animator speed: the embedded default model at its default steps on a synthetic driving
+    sequence: control maps, one denoising step, and the whole frame (control maps, ReferenceNet,
+    every step, decoding and paste-back), per frame."""
     import tempfile
 
     from onehead.data.sequence import open_sequence
     from onehead.data.synthetic import SynthOptions, synthesize
     from onehead.head.model import load_head_model
-    from onehead.pipelines.animator import DEFAULT_CHECKPOINT, Animator, AnimatorConfig, load_animator
+    from onehead.pipelines import Animator
     from onehead.pipelines.reenactment import Motion, driving_motion, prepare_reference
 
     frames = frames or 32
     head = load_head_model("basic")
-    embedded = (DEFAULT_CHECKPOINT / "animator.json").is_file()
-    animator = load_animator(None, head) if embedded else Animator.from_config(AnimatorConfig.from_preset("tiny"), head)
-    animator.eval()
-    resolution = animator.config.resolution
+    animator = Animator.from_pretrained(head=head)
+    model = animator.model
+    resolution = animator.resolution
     with tempfile.TemporaryDirectory() as out:
         synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=resolution, progress=False))
         view = open_sequence(Path(out) / "id000_s00").views["cam00"]
         reference, tracking = view.frame(0), view.tracking
     ref = prepare_reference(reference, head, resolution, tracking)
     motion = driving_motion(tracking, ref, head, resolution, camera="driving")
-    animator.reenact(ref, Motion(motion.tracking.select(slice(0, 4)), None), progress=False)  # warm-up
+    animator.reenact(ref, Motion(motion.tracking.select(slice(0, 4)), None))  # warm-up
     start = time.perf_counter()
-    _, control = animator.reenact(ref, motion, progress=False)
+    animator.reenact(ref, motion)
     seconds = time.perf_counter() - start
 
     params, K, w2c = animator.motion_inputs(motion)
     reference_inputs = animator.reference_inputs(ref)
-    image = reference_inputs[0]
     with torch.no_grad():
         start = time.perf_counter()
-        guide = animator.control_maps(params, K, w2c, reference_inputs)
+        guide = model.control_maps(params, K, w2c, reference_inputs)
         control_seconds = time.perf_counter() - start
-        window = min(frames, animator.config.window)
-        latents = torch.zeros(window, animator.codec.latent_channels, resolution // animator.codec.factor,
-                              resolution // animator.codec.factor)
-        context = animator.domain_tokens(torch.ones(window, dtype=torch.long))
-        animator.run_reference(animator.codec.encode(image * 2 - 1), context[:1])
+        window = min(frames, animator.inference.window)
+        latents = torch.zeros(window, model.codec.latent_channels, resolution // model.codec.factor,
+                              resolution // model.codec.factor)
+        context = model.context(animator.inference.domain)
+        model.run_reference(model.codec.encode(reference_inputs.image * 2 - 1), context)
         step_times = []
         for _ in range(5):
             start = time.perf_counter()
-            animator.denoise(latents, torch.full((window,), 999), context, guide[:window], window)
+            model.denoise(latents, torch.full((window,), 999), context.expand(window, -1, -1), guide[:window])
             step_times.append(time.perf_counter() - start)
-        animator.bank.clear()
-    return {"machine": machine_line(), "model": "embedded tiny" if embedded else "untrained tiny",
-            "resolution": resolution, "steps": animator.config.default_steps, "frames": frames,
-            "warp_guidance": animator.config.warp_guidance,
+        model.bank.clear()
+    return {"machine": machine_line(), "model": "embedded tiny",
+            "resolution": resolution, "steps": animator.inference.steps, "frames": frames,
+            "warp_guidance": model.config.warp_guidance,
             "control_ms_per_frame": 1000 * control_seconds / frames,
             "denoise_step_ms_per_frame": 1000 * float(np.median(step_times)) / window,
             "seconds_per_frame": seconds / frames, "frames_per_s": frames / seconds}
@@ -595,63 +593,23 @@ def _on(batch, device):
     return batch
 
 
-class _BaseAnimator:
-    """The `base` Animator as bench gpu drives it, built through its sd_path route.
+def _sample(animator, reference: torch.Tensor, control: torch.Tensor, steps: int) -> torch.Tensor:
+    """reference (1, 3, S, S), control maps (1, T, C, S, S) -> frames, with `steps` DDIM steps."""
+    from onehead.config import replace
 
-    `net` is the nn.Module holding the networks (denoising_unet, reference_unet, codec,
-    pose_guider, temporal, domain_tokens, gaussian_field, bank; set_stage, trainable_parameters,
-    batch_control, run_reference); loss, sample and context are the three calls whose spelling
-    differs between the Animator API (onehead.pipelines.animator) and the restructured family API
-    (onehead.pipelines.gaussian_diffusion), whichever this tree has.
-    """
-
-    def __init__(self, sd_path: Path, sizes: GpuBenchSizes, head):
-        overrides = dict(sd_path=str(sd_path), resolution=sizes.resolution, uv_resolution=sizes.uv_resolution)
-        try:
-            from onehead.pipelines.animator import Animator, AnimatorConfig
-        except ImportError:
-            from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
-
-            self.animator = GaussianDiffusionAnimator.from_preset("base", head=head, **overrides)
-            self.net, self.family_api = self.animator.model, True
-        else:
-            self.animator = self.net = Animator.from_config(AnimatorConfig.from_preset("base", **overrides), head)
-            self.family_api = False
-
-    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        """The training loss (v-prediction MSE) on a collated ReenactmentDataset batch."""
-        if self.family_api:
-            from onehead.training.gaussian_diffusion_loss import gaussian_diffusion_loss
-
-            return gaussian_diffusion_loss(self.net, batch, generator)
-        return self.net.training_loss(batch, generator)
-
-    def sample(self, reference: torch.Tensor, control: torch.Tensor, steps: int) -> torch.Tensor:
-        """reference (1, 3, S, S), control maps (1, T, C, S, S) -> frames, with `steps` DDIM steps."""
-        if self.family_api:
-            import dataclasses
-
-            return self.animator.sample(reference, control, dataclasses.replace(self.animator.inference, steps=steps))
-        return self.animator.sample(reference, control, num_steps=steps, progress=False)
-
-    def context(self) -> torch.Tensor:
-        """The inference domain's cross-attention context for one clip, (1, 1, D)."""
-        if self.family_api:
-            return self.net.context(self.animator.inference.domain, 1)
-        from onehead.data.sequence import DOMAINS
-
-        domain = DOMAINS.index(self.net.config.inference_domain)
-        return self.net.domain_tokens(torch.full((1,), domain, device=self.net.device))
+    return animator.sample(reference, control, replace(animator.inference, steps=steps))
 
 
-def _training_rows(subject: _BaseAnimator, dataset, sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
+def _training_rows(animator, dataset, sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
     """loss + backward + AdamW step (stage 1) at each batch size, bf16 autocast and fp32 on CUDA."""
     from torch.utils.data import default_collate
+
+    from onehead.training.gaussian_diffusion_loss import gaussian_diffusion_loss
 
     size = sizes.resolution
     precisions = [("bf16 autocast", torch.bfloat16), ("fp32", None)] if device.type == "cuda" else [("fp32", None)]
     rows = []
-    net = subject.net
+    net = animator.model
     net.set_stage(1)
     net.train()
     for batch_size in sizes.train_batches:
@@ -666,7 +624,7 @@ def _training_rows(subject: _BaseAnimator, dataset, sizes: GpuBenchSizes, device
 
             def step():
                 with _autocast(device, dtype):
-                    loss = subject.loss(batch, generator)
+                    loss = gaussian_diffusion_loss(net, batch, generator)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -702,12 +660,12 @@ def _use_xformers(net) -> None:
         vae.enable_xformers_memory_efficient_attention()
 
 
-def _sampling_rows(subject: _BaseAnimator, dataset, sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
+def _sampling_rows(animator, dataset, sizes: GpuBenchSizes, device: torch.device) -> list[tuple]:
     """Control maps, the ReferenceNet pass and whole-clip sampling at each step count, per attention."""
     from torch.utils.data import default_collate
 
     cuda = device.type == "cuda"
-    net = subject.net
+    net = animator.model
     size, frames = sizes.resolution, sizes.frames
     net.eval()
     net.temporal.enabled = True  # as in a stage-2 model
@@ -743,17 +701,17 @@ def _sampling_rows(subject: _BaseAnimator, dataset, sizes: GpuBenchSizes, device
         try:
             with torch.no_grad(), _autocast(device, dtype):
                 latents = net.codec.encode(reference * 2 - 1)
-                context = subject.context()
+                context = net.context(animator.inference.domain, 1)
                 with _PeakMemory(device) as peak:
                     seconds = _seconds(lambda: net.run_reference(latents, context), device, sizes.repeats)
                 net.bank.clear()
             rows.append((f"animate ({name}): ReferenceNet pass", f"{size}x{size}, {precision}, once per clip",
                          f"{1000 * seconds:.1f} ms per clip", peak.text))
             with _autocast(device, dtype):
-                subject.sample(reference, control[:, :2], 1)  # warm-up
+                _sample(animator, reference, control[:, :2], 1)  # warm-up
                 for steps in sizes.steps:
                     with _PeakMemory(device) as peak:
-                        seconds = _seconds(lambda: subject.sample(reference, control, steps), device,
+                        seconds = _seconds(lambda: _sample(animator, reference, control, steps), device,
                                            sizes.sample_repeats, warmup=0)
                     rows.append((f"animate ({name}): {steps} DDIM step{'s' if steps > 1 else ''}", setting,
                                  f"{seconds / frames:.3f} s/frame ({frames / seconds:.2f} frames/s)", peak.text))
@@ -773,6 +731,7 @@ def _gpu_animator_rows(sizes: GpuBenchSizes, device: torch.device) -> list[tuple
     from onehead.data.datasets import ReenactmentDataset
     from onehead.data.synthetic import SynthOptions, synthesize
     from onehead.head.model import load_head_model
+    from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -783,11 +742,12 @@ def _gpu_animator_rows(sizes: GpuBenchSizes, device: torch.device) -> list[tuple
         clips = ReenactmentDataset(tmp / "data", clip_length=sizes.frames, size=sizes.resolution)
         singles = ReenactmentDataset(tmp / "data", clip_length=1, size=sizes.resolution)
         sd = _stand_in_stable_diffusion(tmp / "sd", sizes)
-        subject = _BaseAnimator(sd, sizes, load_head_model("basic"))
-        subject.net.to(device)
-        rows = _training_rows(subject, singles, sizes, device)
-        rows += _sampling_rows(subject, clips, sizes, device)
-    del subject
+        animator = GaussianDiffusionAnimator.from_preset("base", head=load_head_model("basic"), sd_path=str(sd),
+                                                         resolution=sizes.resolution, uv_resolution=sizes.uv_resolution)
+        animator.to(device)
+        rows = _training_rows(animator, singles, sizes, device)
+        rows += _sampling_rows(animator, clips, sizes, device)
+    del animator
     _free(device)
     return rows
 
