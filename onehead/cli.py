@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from onehead import __version__
 from onehead.errors import ConfigError, OneheadError
 
 
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     from onehead.bench import BENCHMARKS
 
     parser = argparse.ArgumentParser(prog="onehead", description="3D-aware head avatars: tracking and animation")
+    parser.add_argument("--version", action="version", version=f"onehead {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("track", help="fit the head model to an image, a video or a folder of frames")

@@ -354,3 +354,13 @@ def test_reference_background_is_pasted_outside_the_head(head, synthetic):
     assert torch.equal(pasted.frames.masked_select(far.expand_as(reference)), reference.masked_select(far.expand_as(reference)))
     inside = heads.bool().expand_as(reference)
     torch.testing.assert_close(pasted.frames.masked_select(inside), plain.frames.masked_select(inside))
+
+
+def test_the_model_owns_its_head_model(head):
+    """Moving or training an Animator never changes the head model the caller (tracker, metrics) holds."""
+    animator = _small(head)
+    assert animator.head is not head
+    animator.model.double().train()
+    assert head.v_template.dtype == torch.float32 and not head.training
+    assert animator.head.v_template.dtype == torch.float64
+    torch.testing.assert_close(animator.head.v_template.float(), head.v_template, atol=0, rtol=0)

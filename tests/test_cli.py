@@ -143,3 +143,20 @@ def test_synth_bad_options_exit_2(capsys, tmp_path):
     for args, words in ((["--frames", "0"], "at least 1"), (["--identities", "1", "--cross-pairs"], "2 identities")):
         code, lines = _run_error(capsys, ["synth", str(tmp_path / "out"), *args, "--quiet"])
         assert code == 2 and len(lines) == 1 and words in lines[0], lines
+
+
+def test_version_names_the_package_version(capsys):
+    import onehead
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"onehead {onehead.__version__}"
+
+
+def test_import_onehead_is_lazy_and_exports_the_public_api():
+    code = ("import sys, onehead; assert 'torch' not in sys.modules, 'import onehead loaded torch'; "
+            "from onehead import Animator, PersonAvatar, track, load_tracking, load_head_model, CheckpointError; "
+            "print(Animator.__module__, PersonAvatar.__module__, track.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["onehead.pipelines.one_shot", "onehead.pipelines.person_avatar", "onehead.tracking.tracker"]

@@ -13,6 +13,7 @@ training code (onehead.training.gaussian_diffusion).
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 
 import torch
@@ -35,7 +36,8 @@ OWN_PARTS = ("gaussian_field", "pose_guider", "domain_tokens", "temporal")
 
 
 class GaussianDiffusionModel(nn.Module):
-    """Every network of the family. `head` is this model's own head-model instance."""
+    """Every network of the family. `head` (default: load_head_model(config.head_model)) is copied,
+    so the model owns its head-model instance."""
 
     def __init__(self, config: GaussianDiffusionConfig, head=None, *, denoising_unet=None, reference_unet=None,
                  codec=None):
@@ -45,7 +47,8 @@ class GaussianDiffusionModel(nn.Module):
         from onehead.head import load_head_model
 
         self.config = config
-        self.head = head if head is not None else load_head_model(config.head_model)
+        # its own head-model instance: moving or training this model never touches the caller's
+        self.head = copy.deepcopy(head) if head is not None else load_head_model(config.head_model)
         self.codec = codec if codec is not None else build_codec(config)
         factor = self.codec.factor
         if config.resolution % (factor * 4):
