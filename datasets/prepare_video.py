@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--flame-dir", default=None, help="FLAME directory (with --head flame)")
     args = parser.parse_args(argv)
 
-    from onehead.data.prepare import prepare_video
+    from onehead.pipelines.prepare_video import prepare_video
     from onehead.head.model import load_head_model
 
     try:

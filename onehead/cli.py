@@ -58,7 +58,7 @@ def cmd_track(args) -> int:
 def _write_animation(result, video_path, side_by_side_path=None, tile: int = 256):
     """Write an AnimationResult as a video (and optionally the side-by-side one); returns its
     uint8 frames (T, H, W, 3)."""
-    from onehead.data.images import frames_to_uint8
+    from onehead.pixels import frames_to_uint8
     from onehead.data.video import write_video
     from onehead.render.visualize import control_rgb, side_by_side
 

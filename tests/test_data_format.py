@@ -11,7 +11,8 @@ import torch
 
 from onehead.camera import intrinsics, project
 from onehead.data.datasets import ReenactmentDataset
-from onehead.data.prepare import crop_affine, crop_boxes, crop_tracking, prepare_video
+from onehead.data.prepare import crop_affine, crop_boxes, crop_tracking
+from onehead.pipelines.prepare_video import prepare_video
 from onehead.data.sequence import SequenceMeta, open_sequence, read_meta, write_view
 from onehead.data.tracking_file import Tracking
 from onehead.errors import MediaReadError

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from onehead.training import load_config, train
+from onehead.training import load_config
 
 pytest.importorskip("torch.distributed")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():

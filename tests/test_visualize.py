@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from onehead.data.images import frames_to_uint8
+from onehead.pixels import frames_to_uint8
 from onehead.render.visualize import LABEL_HEIGHT, contact_sheet, control_rgb, side_by_side
 
 

@@ -112,11 +112,6 @@ def _tensor_to_rgb(tensor: Any) -> np.ndarray:
     return _array_to_rgb(arr)
 
 
-def frames_to_uint8(frames) -> np.ndarray:
-    """Frames (T, C, H, W), a torch tensor in [0, 1] -> (T, H, W, C) uint8, rounded to nearest."""
-    return (frames.detach().float().clamp(0, 1).permute(0, 2, 3, 1) * 255 + 0.5).byte().cpu().numpy()
-
-
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """uint8 as is; uint16 (and wider ints above 255) / 257; floats in [0, 1] * 255."""
     if arr.dtype == np.uint8:

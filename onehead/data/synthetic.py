@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from scipy.interpolate import CubicSpline
 
 from onehead.camera import intrinsics, project
-from onehead.data.images import frames_to_uint8
+from onehead.pixels import frames_to_uint8
 from onehead.data.prepare import FRAMING_LIFT, FRAMING_SCALE
 from onehead.data.sequence import SequenceMeta, write_pairs, write_view
 from onehead.data.tracking_file import Tracking

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from onehead.data.images import frames_to_uint8
+from onehead.pixels import frames_to_uint8
 from onehead.pipelines.reenactment import Motion, Reference
 from onehead.render.warp import warp_reference
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onehead.data.images import frames_to_uint8
+from onehead.pixels import frames_to_uint8
 from onehead.errors import MetricUnavailable
 from onehead.evaluation.methods import Method
 from onehead.evaluation.tasks import Item, evaluation_items

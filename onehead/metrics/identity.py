@@ -16,7 +16,7 @@ from typing import Optional, Union
 import numpy as np
 
 from onehead.cache import default_cache_dir
-from onehead.data.images import frames_to_uint8
+from onehead.pixels import frames_to_uint8
 from onehead.data.samples import _extract_member, _pip_download
 from onehead.errors import CheckpointError, MetricUnavailable
 

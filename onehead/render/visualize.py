@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from onehead.data.images import frames_to_uint8  # a leaf module (numpy, PIL): no upward import
+from onehead.pixels import frames_to_uint8
 
 
 def feature_rgb(features: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:

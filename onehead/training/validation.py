@@ -18,10 +18,10 @@ def validation_grid(columns: list[torch.Tensor], max_frames: int = 4) -> np.ndar
     Every column is (B, T, 3, H, W) in [0, 1]; a column of another size is resized (bilinear) to
     the last column's size. Returns (rows * H, columns * W, 3) uint8.
     """
-    from onehead.data.images import frames_to_uint8
+    from onehead.pixels import frames_to_uint8
 
     last = columns[-1]
-    clips, T, size = last.shape[0], last.shape[1], last.shape[-2:]
+    T, size = last.shape[1], last.shape[-2:]
     frames = np.linspace(0, T - 1, min(T, max_frames)).round().astype(int)
     tiles = []
     for column in columns:
