@@ -19,18 +19,12 @@ import torch
 import yaml
 
 from onehead.training import load_config
+from test_training import TEST_MODEL  # the same small model as the one-process tests
 
 pytest.importorskip("torch.distributed")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-TEST_MODEL = {
-    "preset": "tiny", "resolution": 32, "uv_resolution": 32, "guider_channels": [8, 16, 32, 32],
-    "unet": {"layers_per_block": 1, "block_out_channels": [16, 32, 32],
-             "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-             "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-             "cross_attention_dim": 32, "attention_head_dim": 8, "norm_num_groups": 8},
-}
 
 WORKER = '''
 import sys
