@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -239,12 +240,14 @@ class GaussianDiffusionModel(nn.Module):
             return self.denoising_unet(latents, timesteps, encoder_hidden_states=context).sample
 
 
+@dataclass
 class ReferenceInputs:
-    """The reference as control_maps' warp guidance needs it: image (1 or N, 3, H, W) in [0, 1],
-    head-model parameters (1 or N, ...), K and world_to_cam. One row serves every frame."""
+    """The reference as control_maps' warp guidance needs it. One row serves every frame."""
 
-    def __init__(self, image: torch.Tensor, params: dict, K: torch.Tensor, world_to_cam: torch.Tensor):
-        self.image, self.params, self.K, self.world_to_cam = image, params, K, world_to_cam
+    image: torch.Tensor  # (1 or N, 3, H, W) in [0, 1]
+    params: dict  # head-model parameters, each (1 or N, ...)
+    K: torch.Tensor  # (1 or N, 3, 3)
+    world_to_cam: torch.Tensor  # (1 or N, 4, 4)
 
     def rows(self, rows: slice) -> "ReferenceInputs":
         if self.image.shape[0] == 1:
