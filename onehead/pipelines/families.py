@@ -67,6 +67,14 @@ register_family("onehead-animator", "one-shot", "animator.json",
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "animator-tiny"
 
 
+def default_model_dir() -> Path:
+    """The embedded default model's folder, inside the installed package."""
+    if not DEFAULT_MODEL_DIR.is_dir():
+        raise CheckpointError(f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
+                              "reinstall onehead, or pass a model folder (--model DIR)")
+    return DEFAULT_MODEL_DIR
+
+
 def families(protocol: str | None = None) -> list[Family]:
     """Registered families of one protocol (None: the inference protocols, one-shot and person)."""
     wanted = (protocol,) if protocol else ("one-shot", "person")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from onehead.config import replace, to_dict
-from onehead.errors import CheckpointError
+from onehead.config import from_dict, replace, to_dict
+from onehead.errors import CheckpointError, ConfigError
 from onehead.files import atomic_path
 from onehead.models.gaussian_diffusion import (
     KIND,
@@ -60,9 +60,7 @@ class GaussianDiffusionAnimator(Animator):
         """Load a model folder. settings override its inference settings (steps=4, background=...);
         model_overrides change its architecture (e.g. warp_guidance=True to fine-tune into it: the
         new pose-guider inputs start at zero, so the model computes what the folder's did)."""
-        from onehead.config import from_dict
-
-        from onehead.pipelines.one_shot import default_model_dir
+        from onehead.pipelines.families import default_model_dir
 
         directory = Path(directory) if directory is not None else default_model_dir()
         config, inference = read_config(directory)
@@ -167,7 +165,6 @@ class GaussianDiffusionAnimator(Animator):
 
 def read_config(directory: Path) -> tuple[GaussianDiffusionConfig, InferenceSettings]:
     """The two configs of a model folder of this family; CheckpointError naming the file otherwise."""
-    from onehead.errors import ConfigError
     from onehead.pipelines.families import read_model_config
 
     family, data = read_model_config(directory, "one-shot")

@@ -50,7 +50,7 @@ class Animator:
     def from_pretrained(cls, directory: str | os.PathLike | None = None, **kwargs) -> "Animator":
         """A model folder of any one-shot family (None: the embedded default model).
         Keyword arguments go to the family's loader (e.g. `steps=4`, `head=...`)."""
-        from onehead.pipelines.families import read_model_config
+        from onehead.pipelines.families import default_model_dir, read_model_config
 
         if directory is None:
             directory = default_model_dir()
@@ -108,13 +108,3 @@ class Animator:
         image = torch.from_numpy(ref.image).permute(2, 0, 1).float() / 255
         return AnimationResult(frames=out.frames, control_maps=out.control_maps, tracking=motion.tracking,
                                reference=image, driving_frames=motion.frames)
-
-
-def default_model_dir() -> Path:
-    """The embedded default model's folder, inside the installed package."""
-    from onehead.pipelines.families import DEFAULT_MODEL_DIR
-
-    if not DEFAULT_MODEL_DIR.is_dir():
-        raise CheckpointError(f"the embedded default model is missing from this install ({DEFAULT_MODEL_DIR}); "
-                              "reinstall onehead, or pass a model folder (--model DIR)")
-    return DEFAULT_MODEL_DIR
