@@ -4,7 +4,8 @@
     train(load_config("training/configs/tiny.yaml", ["train.max_steps=50"]))
 
 A model family plugs in through `TrainingFamily` (onehead.training.family), named in its entry of
-the one family registry (onehead.pipelines.families); the config's `model.kind` picks it (default onehead-animator, onehead.training.gaussian_diffusion).
+the one family registry (onehead.pipelines.families); the config's `model.kind` picks it
+(default onehead-animator, onehead.training.gaussian_diffusion).
 """
 
 from onehead.training.checkpoint import LATEST_FILE, STATE_DIR, load_training_state, resolve_checkpoint, save_checkpoint
