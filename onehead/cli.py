@@ -1,15 +1,127 @@
-"""The `onehead` command. Every OneheadError becomes one line on stderr and exit code 2."""
+"""The `onehead` command. Every OneheadError becomes one line on stderr and exit code 2.
+
+Every command checks its output paths before any work (onehead.outputs): an output that is one of
+its inputs, a folder, a path under a file, a place it cannot write or a name with an extension its
+writer does not support is refused with one line and exit code 2. Options are checked when they
+are parsed, with the allowed range in the message. Existing outputs are replaced atomically.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 from onehead import __version__
 from onehead.errors import ConfigError, OneheadError
+from onehead.outputs import EXISTING_OUTPUT, Output, allowed, check_outputs
+
+MAX_SEED = 2**32 - 1
+MAX_SIZE = 4096
+
+
+# ----------------------------------------------------------------------------- parsing
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: what was wrong and where the help is."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends '(default: X)' to an option's help unless the help already says its default or
+    there is none to show (None, False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _whole(low: int, high: int | None = None):
+    """argparse type: a whole number in [low, high]."""
+    span = f"at least {low}" if high is None else f"from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number {span}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number {span}"
+    return parse
+
+
+def _positive(high: float | None = None):
+    """argparse type: a finite number above 0 (and at most high)."""
+    span = "above 0" if high is None else f"above 0 and at most {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {span}, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0 or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a number {span}, got {text}")
+        return value
+
+    parse.__name__ = f"number {span}"
+    return parse
+
+
+POSITIVE = _whole(1)
+SEED = _whole(0, MAX_SEED)
+SIZE = _whole(16, MAX_SIZE)
+STEPS = _whole(1, 1000)
+
+
+def _embedded_steps() -> str:
+    """The embedded model's denoising steps, for the help text ('?' if its config cannot be read)."""
+    try:
+        from onehead.pipelines.families import DEFAULT_MODEL_DIR
+
+        config = json.loads((DEFAULT_MODEL_DIR / "animator.json").read_text())
+        return str(config.get("default_steps", config.get("inference", {}).get("steps", "?")))
+    except (OSError, ValueError, AttributeError):
+        return "?"
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def _lost_frames(valid, what: str) -> str:
+    """One line: how many frames had no face and which were filled in, e.g. 'driving video: 41 of
+    120 frames had no face; interpolated from the frames around them: 10-20, 50-79'."""
+    import numpy as np
+
+    valid = np.asarray(valid, bool)
+    total, lost = len(valid), int((~valid).sum())
+    if lost == 0:
+        return f"{what}: a face in all {total} frame(s)"
+    runs, start = [], None
+    for t, ok in enumerate(list(valid) + [True]):
+        if not ok and start is None:
+            start = t
+        elif ok and start is not None:
+            runs.append((start, t - 1))
+            start = None
+    inner = [r for r in runs if r[0] > 0 and r[1] < total - 1]
+    edges = [r for r in runs if r not in inner]
+    text = lambda rs: ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in rs[:8]) + (
+        f" and {len(rs) - 8} more" if len(rs) > 8 else "")
+    parts = []
+    if inner:
+        parts.append(f"interpolated from the frames around them: {text(inner)}")
+    if edges:
+        parts.append(f"held at the nearest frame with a face: {text(edges)}")
+    return f"{what}: {lost} of {total} frames had no face (frames counted from 0); " + "; ".join(parts)
 
 
 def _track_options(args):
@@ -21,6 +133,7 @@ def _track_options(args):
 def _write_vis(path: Path, source, tracking, head) -> None:
     from onehead.data.images import is_image_path, load_image, save_image
     from onehead.data.video import read_frames, write_video
+    from onehead.outputs import VIDEO_OUT
     from onehead.tracking.visualize import overlay_tracking
 
     source = Path(source)
@@ -29,15 +142,16 @@ def _write_vis(path: Path, source, tracking, head) -> None:
     else:
         frames, _ = read_frames(source, max_frames=tracking.num_frames)
     drawn = overlay_tracking(frames, tracking, head)
-    if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm"):
+    if path.suffix.lower() in VIDEO_OUT:
         write_video(path, drawn, fps=tracking.fps)
-    elif len(drawn) == 1 or path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        save_image(path, drawn[len(drawn) // 2] if len(drawn) > 1 else drawn[0])
-    else:
-        raise ConfigError(f"--vis {path}: use a .png/.jpg (one picture) or .mp4 (video) file name")
+    else:  # a picture (checked before the work): the middle frame of a video
+        save_image(path, drawn[len(drawn) // 2])
 
 
 def cmd_track(args) -> int:
+    check_outputs([Output("--out", args.out, "tracking")]
+                  + ([Output("--vis", args.vis, "picture or video")] if args.vis else []),
+                  [("", args.input), ("--flame-dir", args.flame_dir)])
     from onehead.head.model import load_head_model
     from onehead.tracking.tracker import track
 
@@ -49,6 +163,8 @@ def cmd_track(args) -> int:
     valid = int(tracking.valid.sum())
     print(f"tracked {tracking.num_frames} frame(s) ({valid} with a face) in {seconds:.2f} s; "
           f"mean fit error {float(tracking.fit_error[tracking.valid].mean()):.3f} of the eye distance -> {args.out}")
+    if valid < tracking.num_frames:
+        print(_lost_frames(tracking.valid, str(args.input)))
     if args.vis:
         _write_vis(Path(args.vis), args.input, tracking, head)
         print(f"visualization -> {args.vis}")
@@ -76,18 +192,26 @@ def _write_animation(result, video_path, side_by_side_path=None, tile: int = 256
     return frames
 
 
+DEMO_FILES = {"astronaut_tracking.npz": "tracking", "astronaut_tracking.png": "picture",
+              "animation.mp4": "video", "side_by_side.mp4": "video"}
+
+
 def cmd_demo(args) -> int:
     """The README's main job: track a real portrait, then reenact it with a real talking-head clip
     (a synthetic driving sequence when the clip cannot be had) using the embedded default Animator."""
+    out = Path(args.out)
+    check_outputs([Output("--out", out, "folder"), Output("--out", out / "driving", "dataset")]
+                  + [Output("--out", out / name, kind) for name, kind in DEMO_FILES.items()])
+    _check_synth_folder(out / "driving", overwrite=True)  # replaced only when it is a dataset the demo made
     from onehead.data.images import save_image
     from onehead.data.samples import astronaut, carphone_path
     from onehead.errors import MediaReadError
+    from onehead.files import atomic_path
     from onehead.head.model import load_head_model
     from onehead.pipelines import Animator
     from onehead.tracking.tracker import TrackOptions, track_image
     from onehead.tracking.visualize import overlay_tracking
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     head = load_head_model("basic")
     image = astronaut()
@@ -106,11 +230,13 @@ def cmd_demo(args) -> int:
     except MediaReadError as exc:
         from onehead.data.synthetic import SynthOptions, synthesize
 
-        synthesize(head, out / "driving", SynthOptions(identities=1, sequences=1, frames=48, size=256, progress=False))
+        with atomic_path(out / "driving") as tmp:  # a whole new folder: never mixed with an old one
+            synthesize(head, tmp, SynthOptions(identities=1, sequences=1, frames=48, size=256, progress=False))
         driving, what = out / "driving" / "id000_s00" / "cam00" / "frames", f"a synthetic head ({exc})"
     start = time.perf_counter()
     result = animator.animate(image, driving, progress=not args.quiet)
     seconds = time.perf_counter() - start
+    print(_lost_frames(result.tracking.valid, f"driving ({what})"))
     frames = _write_animation(result, out / "animation.mp4", out / "side_by_side.mp4")
     print(f"demo: animated the astronaut with {what}: {len(frames)} frames in {seconds:.1f} s "
           f"(tracking, control maps, {animator.describe().get('steps', '?')} denoising steps)")
@@ -119,8 +245,33 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _check_synth_folder(out: Path, overwrite: bool) -> None:
+    """A non-empty dataset folder is replaced only with --overwrite, and only when everything in
+    it is what `onehead synth` writes (sequence folders with a meta.json, pairs.json)."""
+    from onehead.data.sequence import META_FILE, PAIRS_FILE
+
+    if not out.is_dir():
+        return
+    entries = sorted(out.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} is not empty ({len(entries)} entries); pass --overwrite to replace it "
+                          f"with the new dataset, or choose another folder")
+    foreign = [e for e in entries if not ((e.is_dir() and not e.is_symlink() and (e / META_FILE).is_file())
+                                          or (e.name == PAIRS_FILE and e.is_file()))]
+    if foreign:
+        raise ConfigError(f"{out} holds {foreign[0].name}, which `onehead synth` did not write; --overwrite "
+                          f"replaces only onehead datasets, so move it away or choose another folder")
+
+
 def cmd_synth(args) -> int:
+    out = Path(os.path.expanduser(args.out))
+    out = out.resolve() if out.is_symlink() else out  # replace the dataset the link points to, keep the link
+    check_outputs([Output("out", out, "dataset")], [("--flame-dir", args.flame_dir)])
+    _check_synth_folder(out, args.overwrite)
     from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.files import atomic_path
     from onehead.head.model import load_head_model
 
     head = load_head_model(args.head, args.flame_dir)
@@ -128,13 +279,15 @@ def cmd_synth(args) -> int:
                            views=args.views, size=args.size, seed=args.seed, fps=args.fps,
                            backgrounds=not args.no_backgrounds, cross_pairs=args.cross_pairs,
                            progress=not args.quiet)
-    summary = synthesize(head, args.out, options)
+    with atomic_path(out) as tmp:  # written beside `out`, swapped in when complete
+        summary = synthesize(head, tmp, options)
     print(f"wrote {summary['sequences']} sequences ({summary['frames_rendered']} frames, "
           f"{summary['pairs']} cross pairs) to {args.out}; rendering {summary['render_fps']:.1f} frames/s")
     return 0
 
 
 def cmd_render_debug(args) -> int:
+    check_outputs([Output("--out", args.out, "picture")], [("--flame-dir", args.flame_dir)])
     from onehead.head.model import load_head_model
     from onehead.pipelines.render_debug import render_debug_sheet
 
@@ -145,6 +298,10 @@ def cmd_render_debug(args) -> int:
 
 
 def cmd_animate(args) -> int:
+    check_outputs([Output("--out", args.out, "video")]
+                  + ([Output("--side-by-side", args.side_by_side, "video")] if args.side_by_side else []),
+                  [("--reference", args.reference), ("--driving", args.driving),
+                   ("--reference-tracking", args.reference_tracking), ("--model", args.model)])
     from onehead.pipelines import Animator
 
     animator = Animator.from_pretrained(args.model)
@@ -155,6 +312,7 @@ def cmd_animate(args) -> int:
                               reference_tracking=args.reference_tracking,
                               camera="driving" if args.driving_camera else None, progress=not args.quiet, **settings)
     seconds = time.perf_counter() - start
+    print(_lost_frames(result.tracking.valid, f"driving {args.driving}"))
     frames = _write_animation(result, args.out, args.side_by_side, tile=args.tile)
     print(f"animated {len(frames)} frames at {frames.shape[1]}x{frames.shape[2]} in {seconds:.1f} s -> {args.out}")
     if args.side_by_side:
@@ -163,10 +321,15 @@ def cmd_animate(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    models = [m for m in (args.model or []) if m != "none"]
+    check_outputs([Output("--out", args.out, "report")]
+                  + ([Output("--video", args.video, "video")] if args.video else []),
+                  [("--data", args.data), ("--lpips", args.lpips), ("--face-models", args.face_models)]
+                  + [("--model", m) for m in models])
     from onehead.evaluation.methods import baseline_methods, load_method
     from onehead.evaluation.run import EvalOptions, command_line, evaluate, format_table, write_report
     from onehead.head.model import load_head_model
-    from onehead.pipelines.one_shot import default_model_dir
+    from onehead.pipelines.families import default_model_dir
 
     models = args.model or [str(default_model_dir())]
     settings = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
@@ -190,12 +353,15 @@ def cmd_eval(args) -> int:
 def cmd_fetch(args) -> int:
     from onehead.metrics import identity
 
+    check_outputs([Output("--cache-dir" if args.cache_dir else "cache folder", identity.face_models_dir(args.cache_dir),
+                          "folder")])
     folder = identity.fetch_face_models(args.cache_dir)
     print(f"CSIM face models ({', '.join(identity.MODEL_FILES)}) -> {folder}")
     return 0
 
 
 def cmd_convert_lpips(args) -> int:
+    check_outputs([Output("--out", args.out, "weights")], [("--alexnet", args.alexnet), ("--linear", args.linear)])
     from onehead.metrics.lpips import ENV_VAR, convert_lpips_weights
 
     out = convert_lpips_weights(args.alexnet, args.linear, args.out)
@@ -212,110 +378,163 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from onehead.bench import BENCHMARKS
 
-    parser = argparse.ArgumentParser(prog="onehead", description="3D-aware head avatars: tracking and animation")
+    steps = _embedded_steps()
+    parser = _Parser(prog="onehead", formatter_class=_HelpFormatter,
+                     description=f"3D-aware head avatars: tracking and animation. {EXISTING_OUTPUT}.")
     parser.add_argument("--version", action="version", version=f"onehead {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("track", help="fit the head model to an image, a video or a folder of frames")
+    def command(name, help, description=""):
+        return sub.add_parser(name, help=help, formatter_class=_HelpFormatter,
+                              description=f"{help[0].upper()}{help[1:]}. {description}{EXISTING_OUTPUT}.")
+
+    def flame(p):
+        p.add_argument("--head", choices=("basic", "flame"), default="basic",
+                       help="the 3D head model that is fitted: basic is onehead's open one; flame needs your "
+                            "licensed FLAME files")
+        p.add_argument("--flame-dir", default=None, help="folder with the FLAME files (or set ONEHEAD_FLAME_DIR)")
+
+    p = command("track", "fit the head model to an image, a video or a folder of frames",
+                "Tracking estimates, for every frame, the head's shape, expression, pose and camera. ")
     p.add_argument("input", help="image, video file, or folder of frames")
-    p.add_argument("--out", required=True, help="output tracking file (.npz)")
-    p.add_argument("--head", choices=("basic", "flame"), default="basic",
-                   help="basic: onehead's open head model; flame: your licensed FLAME files")
-    p.add_argument("--flame-dir", default=None, help="FLAME directory (or set ONEHEAD_FLAME_DIR)")
-    p.add_argument("--vis", default=None, help="write a picture (.png) or video (.mp4) of the fit")
-    p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default 1.8 x long side)")
-    p.add_argument("--optimize-focal", action="store_true", help="fit the focal length too")
-    p.add_argument("--max-frames", type=int, default=None, help="track at most this many frames")
+    p.add_argument("--out", required=True, help=f"tracking file to write ({allowed('tracking')})")
+    flame(p)
+    p.add_argument("--vis", default=None,
+                   help=f"also draw the fit: a picture ({allowed('picture')}; a video's middle frame) or a video "
+                        f"({allowed('video')})")
+    p.add_argument("--focal", type=_positive(), default=None,
+                   help="camera focal length in pixels, above 0 (default: 1.8 x the image's long side)")
+    p.add_argument("--optimize-focal", action="store_true", help="estimate the focal length too")
+    p.add_argument("--max-frames", type=POSITIVE, default=None,
+                   help="track at most this many frames, at least 1 (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_track)
 
-    p = sub.add_parser("demo", help="the main job on the embedded defaults: track and animate a real portrait")
-    p.add_argument("--out", default="onehead_demo", help="output folder")
+    p = command("demo", "the main job on the embedded defaults: track and animate a real portrait",
+                "Writes astronaut_tracking.npz, astronaut_tracking.png, animation.mp4 and side_by_side.mp4 into "
+                "the output folder; other files there are left alone. ")
+    p.add_argument("--out", default="onehead_demo", help="output folder (created if needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("synth", help="render a synthetic multi-identity, multi-view head dataset")
-    p.add_argument("out", help="dataset folder to write")
-    p.add_argument("--identities", type=int, default=4, help="random identities")
-    p.add_argument("--sequences", type=int, default=2, help="motion sequences per identity")
-    p.add_argument("--frames", type=int, default=24, help="frames per sequence")
-    p.add_argument("--views", type=int, default=1, help="cameras per sequence (view 0 near-frontal)")
-    p.add_argument("--size", type=int, default=256, help="frame size in pixels (square)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (use another one for held-out identities)")
-    p.add_argument("--fps", type=float, default=25.0, help="frames per second of the motion")
+    p = command("synth", "render a synthetic multi-identity, multi-view head dataset",
+                "A folder that is not empty is replaced only with --overwrite: the new dataset is written "
+                "beside it and swapped in when complete, so it is never mixed with the old one and an interrupted "
+                "run leaves the old one. ")
+    p.add_argument("out", help="dataset folder to write (must be empty or new, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing onehead dataset in that folder (a folder holding other files is "
+                        "refused)")
+    p.add_argument("--identities", type=POSITIVE, default=4, help="random people (identities), at least 1")
+    p.add_argument("--sequences", type=POSITIVE, default=2, help="motion clips per identity, at least 1")
+    p.add_argument("--frames", type=POSITIVE, default=24, help="frames per clip, at least 1")
+    p.add_argument("--views", type=POSITIVE, default=1, help="cameras per clip, at least 1 (view 0 near-frontal)")
+    p.add_argument("--size", type=SIZE, default=256, help=f"frame size in pixels (square), 16 to {MAX_SIZE}")
+    p.add_argument("--seed", type=SEED, default=0,
+                   help=f"random seed, 0 to {MAX_SEED} (use another one for held-out identities)")
+    p.add_argument("--fps", type=_positive(1000), default=25.0, help="frames per second of the motion, above 0")
     p.add_argument("--cross-pairs", action="store_true",
-                   help="also render each identity with the next one's motion (exact cross-reenactment truth)")
+                   help="also render each identity with the next one's motion (the exact answer for "
+                        "cross-identity reenactment)")
     p.add_argument("--no-backgrounds", action="store_true", help="black backgrounds")
-    p.add_argument("--head", default="basic", choices=("basic", "flame"), help="head model")
-    p.add_argument("--flame-dir", default=None, help="FLAME directory (or set ONEHEAD_FLAME_DIR)")
+    flame(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("render-debug", help="write a contact sheet of every render buffer of a synthetic head")
-    p.add_argument("--out", default="render_debug.png", help="PNG to write")
-    p.add_argument("--size", type=int, default=256, help="tile size in pixels")
-    p.add_argument("--seed", type=int, default=0, help="random identity, expression and light")
-    p.add_argument("--splat-backend", default="auto", choices=("auto", "torch", "gsplat"), help="splatter")
-    p.add_argument("--head", default="basic", choices=("basic", "flame"), help="head model")
-    p.add_argument("--flame-dir", default=None, help="FLAME directory (or set ONEHEAD_FLAME_DIR)")
+    p = command("render-debug", "write a contact sheet of every render buffer of a synthetic head",
+                "The buffers: colour, mask, surface normals, depth, model-space position, texture coordinates "
+                "and the splatted Gaussian features the animator is conditioned on. ")
+    p.add_argument("--out", default="render_debug.png", help=f"picture to write ({allowed('picture')})")
+    p.add_argument("--size", type=SIZE, default=256, help=f"tile size in pixels, 16 to {MAX_SIZE}")
+    p.add_argument("--seed", type=SEED, default=0, help=f"random identity, expression and light, 0 to {MAX_SEED}")
+    p.add_argument("--splat-backend", default="auto", choices=("auto", "torch", "gsplat"),
+                   help="how Gaussians are drawn: gsplat (CUDA), torch (anywhere), auto picks")
+    flame(p)
     p.set_defaults(func=cmd_render_debug)
 
-    p = sub.add_parser("animate", help="reenact a reference portrait with the motion of a driving video")
+    p = command("animate", "reenact a reference portrait with the motion of a driving video",
+                "The driving video's expressions and head motion are transferred onto the reference person. ")
     p.add_argument("--reference", required=True, help="reference portrait (image file)")
     p.add_argument("--driving", required=True, help="driving video, folder of frames, or tracking npz")
-    p.add_argument("--out", required=True, help="output video (.mp4)")
+    p.add_argument("--out", required=True, help=f"video to write ({allowed('video')})")
     p.add_argument("--reference-tracking", default=None,
                    help="take the reference's parameters from the first frame of this tracking npz")
     p.add_argument("--model", "--checkpoint", dest="model", default=None,
                    help="model folder of any one-shot family (default: the embedded model)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--seed", type=int, default=None, help="noise seed (default: the model's, 0)")
-    p.add_argument("--max-frames", type=int, default=None, help="animate at most this many frames")
+    p.add_argument("--steps", type=STEPS, default=None,
+                   help=f"denoising steps, 1 to 1000: more is slower and cleaner (default: the model's own; "
+                        f"{steps} for the embedded model)")
+    p.add_argument("--seed", type=SEED, default=None,
+                   help=f"seed of the starting noise, 0 to {MAX_SEED} (default: the model's own, 0)")
+    p.add_argument("--max-frames", type=POSITIVE, default=None,
+                   help="animate at most this many frames, at least 1 (default: all)")
     p.add_argument("--driving-camera", action="store_true",
                    help="render at the driving frames' cameras with absolute poses (data in onehead's format)")
     p.add_argument("--background", choices=("generated", "reference"), default=None,
-                   help="outside the head: the model's output, or the reference pasted back (default: the model's setting)")
-    p.add_argument("--side-by-side", default=None, help="also write reference | driving | control | output here")
-    p.add_argument("--tile", type=int, default=256, help="tile size of the side-by-side video")
+                   help="outside the head: the model's output, or the reference pasted back (default: the "
+                        "model's setting)")
+    p.add_argument("--side-by-side", default=None,
+                   help=f"also write a video of reference | driving | control signal (what the model is "
+                        f"conditioned on) | output here ({allowed('video')})")
+    p.add_argument("--tile", type=SIZE, default=256,
+                   help=f"size in pixels of each picture in the side-by-side video, 16 to {MAX_SIZE}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_animate)
 
-    p = sub.add_parser("eval", help="score models and baselines on a dataset in onehead's format")
+    p = command("eval", "score models and baselines on a dataset in onehead's format",
+                "Self reenactment drives a person with their own video (the answer is known); cross "
+                "reenactment drives them with someone else's. ")
     p.add_argument("--data", required=True, help="dataset folder (onehead synth, datasets/prepare_video.py)")
     p.add_argument("--task", required=True, choices=("self", "cross"), help="self or cross-identity reenactment")
-    p.add_argument("--out", required=True, help="report to write (.json)")
+    p.add_argument("--out", required=True, help=f"report to write ({allowed('report')})")
     p.add_argument("--model", "--checkpoint", dest="model", action="append", default=None,
                    help="model folder; repeat for several (default: the embedded model; 'none': baselines only)")
-    p.add_argument("--video", default=None, help="also write a grid video: reference | target | each method")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: each model's)")
-    p.add_argument("--seed", type=int, default=None, help="noise seed (default: each model's, 0)")
-    p.add_argument("--size", type=int, default=None, help="evaluation size (default: the smallest model resolution)")
-    p.add_argument("--max-items", type=int, default=None, help="evaluate at most this many clips")
-    p.add_argument("--lpips", default=None, help="LPIPS weights (.safetensors; or set ONEHEAD_LPIPS_WEIGHTS)")
+    p.add_argument("--video", default=None,
+                   help=f"also write a grid video: reference | target | each method ({allowed('video')})")
+    p.add_argument("--steps", type=STEPS, default=None,
+                   help=f"denoising steps, 1 to 1000 (default: each model's own; {steps} for the embedded model)")
+    p.add_argument("--seed", type=SEED, default=None,
+                   help=f"seed of the starting noise, 0 to {MAX_SEED} (default: each model's own, 0)")
+    p.add_argument("--size", type=SIZE, default=None,
+                   help=f"size in pixels the outputs are scored at, 16 to {MAX_SIZE} (default: the smallest "
+                        f"model resolution)")
+    p.add_argument("--max-items", type=POSITIVE, default=None,
+                   help="evaluate at most this many clips, at least 1 (default: all)")
+    p.add_argument("--lpips", default=None,
+                   help="LPIPS weights, for the learned perceptual distance (.safetensors; or set "
+                        "ONEHEAD_LPIPS_WEIGHTS; `onehead convert-lpips` makes them)")
     p.add_argument("--face-models", default=None,
-                   help="folder with dlib's face models for CSIM (or ONEHEAD_FACE_MODELS; `onehead fetch csim`)")
-    p.add_argument("--no-motion-metrics", action="store_true", help="skip AKD, AED and APD (no tracking of outputs)")
+                   help="folder with dlib's face models for CSIM, the identity similarity (or ONEHEAD_FACE_MODELS; "
+                        "`onehead fetch csim`)")
+    p.add_argument("--no-motion-metrics", action="store_true",
+                   help="skip AKD, AED and APD (keypoint, expression and pose distances; they track every output)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
     # the only download onehead makes, and only when asked: the CSIM face models
-    p = sub.add_parser("fetch", help="download optional model files (csim: dlib face models, CC0)")
+    p = command("fetch", "download optional model files (csim: dlib face models, CC0)")
     p.add_argument("what", choices=("csim",), help="csim: the dlib face-recognition and 5-point models")
     p.add_argument("--cache-dir", default=None, help="cache root (default: $ONEHEAD_CACHE or ~/.cache/onehead)")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("convert-lpips", help="make onehead's LPIPS weights file (safetensors)")
+    p = command("convert-lpips", "make onehead's LPIPS weights file (safetensors)")
     p.add_argument("--alexnet", required=True, help="torchvision AlexNet state dict (alexnet-owt-7be5be79.pth)")
     p.add_argument("--linear", required=True, help="LPIPS v0.1 linear weights (weights/v0.1/alex.pth)")
-    p.add_argument("--out", required=True, help="safetensors file to write")
+    p.add_argument("--out", required=True, help=f"weights file to write ({allowed('weights')})")
     p.set_defaults(func=cmd_convert_lpips)
 
-    p = sub.add_parser("bench", help="speed benchmarks (figures, not tests)")
+    p = command("bench", "speed benchmarks (figures, not tests)", "Writes no files. ")
     p.add_argument("what", choices=sorted(BENCHMARKS), help="what to time")
-    p.add_argument("--size", type=int, default=None, help="image size in pixels (square; each benchmark has a default)")
-    p.add_argument("--frames", type=int, default=None, help="frames to time (each benchmark has a default)")
+    p.add_argument("--size", type=SIZE, default=None,
+                   help=f"image size in pixels (square), 16 to {MAX_SIZE} (default: each benchmark's own)")
+    p.add_argument("--frames", type=POSITIVE, default=None,
+                   help="frames to time, at least 1 (default: each benchmark's own)")
     p.set_defaults(func=cmd_bench)
     return parser
+
+
+def _interrupt(signum, frame):  # SIGTERM as Ctrl-C: atomic writes remove their temporary files
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,13 +542,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
     try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
         return args.func(args)
     except OneheadError as exc:
-        print(f"onehead {args.command}: error: {exc}", file=sys.stderr)
+        print(f"onehead {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"onehead {args.command}: interrupted; existing files were left as they were", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

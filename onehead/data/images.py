@@ -7,6 +7,7 @@ Elsewhere in onehead, images at API boundaries are float32 torch tensors
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Union
 
@@ -73,11 +74,23 @@ def _read_image_file(path: Path) -> np.ndarray:
             img.load()
             img = ImageOps.exif_transpose(img)
             return _pil_to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise MediaReadError(_bomb_message(path, exc)) from None
+    except MemoryError:
+        raise MediaReadError(f"cannot read image {path}: not enough memory to decode it; downscale it") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MediaReadError(
             f"cannot read image {path}: not a valid or supported image file "
             f"({exc.__class__.__name__}); re-export it as PNG or JPEG"
         ) from None
+
+
+def _bomb_message(path: Path, exc: Exception) -> str:
+    numbers = [int(n) for n in re.findall(r"\d+", str(exc))]  # "Image size (N pixels) exceeds limit of M pixels"
+    size = f"{numbers[0]:,} pixels, " if numbers else ""
+    limit = numbers[1] if len(numbers) > 1 else 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return (f"cannot read image {path}: {size}over PIL's limit of {limit:,} pixels (a guard against "
+            f"decompression bombs); downscale it, e.g. to 2048 pixels on the long side")
 
 
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:
