@@ -23,6 +23,7 @@ from onehead.outputs import EXISTING_OUTPUT, Output, allowed, check_outputs
 
 MAX_SEED = 2**32 - 1
 MAX_SIZE = 4096
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "checkpoints" / "animator-tiny"
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -39,7 +40,8 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if ("default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -86,10 +88,8 @@ STEPS = _whole(1, 1000)
 
 def _embedded_steps() -> str:
     """The embedded model's denoising steps, for the help text ('?' if its config cannot be read)."""
-    try:
-        from onehead.pipelines.families import DEFAULT_MODEL_DIR
-
-        config = json.loads((DEFAULT_MODEL_DIR / "animator.json").read_text())
+    try:  # onehead.pipelines.families.DEFAULT_MODEL_DIR, without importing torch for the parser
+        config = json.loads((EMBEDDED_MODEL_DIR / "animator.json").read_text())
         return str(config.get("default_steps", config.get("inference", {}).get("steps", "?")))
     except (OSError, ValueError, AttributeError):
         return "?"
@@ -269,6 +269,8 @@ def cmd_synth(args) -> int:
     out = Path(os.path.expanduser(args.out))
     out = out.resolve() if out.is_symlink() else out  # replace the dataset the link points to, keep the link
     check_outputs([Output("out", out, "dataset")], [("--flame-dir", args.flame_dir)])
+    if args.cross_pairs and args.identities < 2:
+        raise ConfigError("--cross-pairs needs at least 2 identities (--identities 2 or more)")
     _check_synth_folder(out, args.overwrite)
     from onehead.data.synthetic import SynthOptions, synthesize
     from onehead.files import atomic_path
@@ -375,9 +377,22 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from onehead.bench import BENCHMARKS
+class _Benchmarks:
+    """The names of onehead.bench's benchmarks, imported only when `onehead bench` needs them (the
+    import loads torch, a few seconds that every other command's checks should not wait for)."""
 
+    def _names(self):
+        from onehead.bench import BENCHMARKS
+        return sorted(BENCHMARKS)
+
+    def __contains__(self, name):
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
+def build_parser() -> argparse.ArgumentParser:
     steps = _embedded_steps()
     parser = _Parser(prog="onehead", formatter_class=_HelpFormatter,
                      description=f"3D-aware head avatars: tracking and animation. {EXISTING_OUTPUT}.")
@@ -390,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def flame(p):
         p.add_argument("--head", choices=("basic", "flame"), default="basic",
-                       help="the 3D head model that is fitted: basic is onehead's open one; flame needs your "
+                       help="the 3D head model: basic is onehead's open one; flame needs your "
                             "licensed FLAME files")
         p.add_argument("--flame-dir", default=None, help="folder with the FLAME files (or set ONEHEAD_FLAME_DIR)")
 
@@ -524,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert_lpips)
 
     p = command("bench", "speed benchmarks (figures, not tests)", "Writes no files. ")
-    p.add_argument("what", choices=sorted(BENCHMARKS), help="what to time")
+    p.add_argument("what", choices=_Benchmarks(), metavar="what",
+                   help="what to time: %(choices)s")
     p.add_argument("--size", type=SIZE, default=None,
                    help=f"image size in pixels (square), 16 to {MAX_SIZE} (default: each benchmark's own)")
     p.add_argument("--frames", type=POSITIVE, default=None,
@@ -540,7 +556,10 @@ def _interrupt(signum, frame):  # SIGTERM as Ctrl-C: atomic writes remove their 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed on one line
+        return stop.code if isinstance(stop.code, int) else 0
     try:
         previous = signal.signal(signal.SIGTERM, _interrupt)
     except ValueError:  # not the main thread
