@@ -268,7 +268,7 @@ def _check_synth_folder(out: Path, overwrite: bool) -> None:
 def cmd_synth(args) -> int:
     out = Path(os.path.expanduser(args.out))
     out = out.resolve() if out.is_symlink() else out  # replace the dataset the link points to, keep the link
-    check_outputs([Output("out", out, "dataset")], [("--flame-dir", args.flame_dir)])
+    check_outputs([Output("dataset folder", out, "dataset")], [("--flame-dir", args.flame_dir)])
     if args.cross_pairs and args.identities < 2:
         raise ConfigError("--cross-pairs needs at least 2 identities (--identities 2 or more)")
     _check_synth_folder(out, args.overwrite)
