@@ -206,3 +206,13 @@ def test_prepare_video_on_the_real_clip(tmp_path, carphone, head):
     # the face is centred and fills a stable part of the crop
     extent = lm.max(1) - lm.min(1)
     assert np.all(extent.max(-1) > 128 / 2.5) and np.all(extent.max(-1) < 128 / 1.5)
+
+
+def test_a_video_given_as_tracking_is_named_as_not_a_tracking_file(tmp_path):
+    from onehead.data.tracking_file import load_tracking
+    from onehead.data.video import write_video
+    from onehead.errors import MediaReadError
+
+    clip = write_video(tmp_path / "clip.mp4", np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(MediaReadError, match="clip.mp4: not a tracking file"):
+        load_tracking(clip)

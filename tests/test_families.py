@@ -136,3 +136,22 @@ def test_eval_cli_end_to_end(saved, dataset, tmp_path):
     entry = json.loads(report.read_text())["methods"]["model"]
     assert entry["identifier"]["kind"] in ONE_SHOT and entry["identifier"]["weights_sha256"]
     assert entry["mean"]["psnr"] > 5
+
+
+def test_a_given_tracking_of_a_wide_photo_crops_it_like_tracking_does(head):
+    """--reference-tracking on a photo that is not a square frame in onehead's framing: the face is
+    cropped around its tracked landmarks (not the whole photo squashed to the model's size)."""
+    import numpy as np
+
+    from onehead.data.samples import astronaut
+    from onehead.pipelines.reenactment import prepare_reference
+    from onehead.tracking.tracker import TrackOptions, track_image
+
+    wide = np.pad(astronaut(), ((0, 0), (256, 256), (0, 0)), mode="edge")  # 512 x 1024, the face in the middle
+    tracking = track_image(wide, head, TrackOptions(progress=False))
+    given = prepare_reference(wide, head, 64, tracking)
+    tracked = prepare_reference(wide, head, 64)
+    assert given.image.shape == (64, 64, 3)
+    np.testing.assert_allclose(given.tracking.landmarks68, tracked.tracking.landmarks68, atol=0.5)
+    extent = given.tracking.landmarks68[0].max(0) - given.tracking.landmarks68[0].min(0)
+    assert extent.max() > 64 / 2.3 * 0.9  # the face fills the crop's framing, not a squashed sliver

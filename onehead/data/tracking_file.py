@@ -84,8 +84,8 @@ def load_tracking(path: str | os.PathLike) -> Tracking:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except Exception as exc:  # zip or format errors from numpy
-        raise MediaReadError(f"{path}: not a readable tracking npz ({exc})") from exc
+    except Exception:  # zip or format errors from numpy, e.g. a video given as tracking
+        raise MediaReadError(f"{path}: not a tracking file (an .npz written by `onehead track`)") from None
     required = [f.name for f in fields(Tracking) if f.name not in ("fps", "head_model")]
     missing = [k for k in required if k not in arrays]
     if missing:

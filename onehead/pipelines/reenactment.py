@@ -36,7 +36,8 @@ class Motion:
 
 
 def prepare_reference(reference, head, size: int, reference_tracking=None, progress: bool = False) -> Reference:
-    """Track (or take the given tracking of) a reference portrait and crop it to `size`."""
+    """Track (or take the given tracking of) a reference portrait and crop it to `size`. With a
+    tracking, a square image is taken as already framed (onehead's data) and only resized."""
     import cv2
 
     from onehead.data.prepare import crop_affine, crop_boxes, crop_tracking
@@ -46,13 +47,17 @@ def prepare_reference(reference, head, size: int, reference_tracking=None, progr
     if reference_tracking is not None:
         tracking = _as_tracking(reference_tracking).select([0])
         h, w = image.shape[:2]
-        if tuple(int(v) for v in tracking.image_size) != (h, w):
-            raise ConfigError(f"the reference tracking is for {tuple(tracking.image_size)} images, "
+        tracked = tuple(int(v) for v in tracking.image_size)
+        if tracked != (h, w):
+            raise ConfigError(f"the reference tracking is for {tracked} images, "
                               f"the reference is {(h, w)}")
-        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < h else cv2.INTER_CUBIC)
-        K = scale_intrinsics(torch.as_tensor(tracking.K), (h, w), (size, size)).numpy()
-        return Reference(resized, replace(tracking, K=K, image_size=np.array([size, size])))
-    tracking = track_image(image, head, TrackOptions(progress=progress), name=_name(reference))
+        if h == w:  # a frame in onehead's framing (onehead synth, prepare_video): resize only
+            resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < h else cv2.INTER_CUBIC)
+            K = scale_intrinsics(torch.as_tensor(tracking.K), (h, w), (size, size)).numpy()
+            return Reference(resized, replace(tracking, K=K, image_size=np.array([size, size])))
+        # any other photo: cropped around its tracked face, as when onehead tracks it
+    else:
+        tracking = track_image(image, head, TrackOptions(progress=progress), name=_name(reference))
     box = crop_boxes(tracking.landmarks68, tracking.valid, smooth_frames=0)[0]
     affine = crop_affine(box, size)
     crop = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_AREA if affine[0, 0] < 1 else cv2.INTER_CUBIC,
