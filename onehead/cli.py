@@ -323,11 +323,22 @@ def cmd_animate(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from onehead.errors import ConfigError
+
     models = [m for m in (args.model or []) if m != "none"]
+    real = args.task == "real"
+    if real and args.data is not None:
+        raise ConfigError("--task real takes --references and --driving, not --data")
+    if not real and args.data is None:
+        raise ConfigError(f"--task {args.task} needs --data (a dataset folder)")
+    if not real and (args.references or args.driving or args.max_frames):
+        raise ConfigError("--references, --driving and --max-frames belong to --task real")
     check_outputs([Output("--out", args.out, "report")]
                   + ([Output("--video", args.video, "video")] if args.video else []),
                   [("--data", args.data), ("--lpips", args.lpips), ("--face-models", args.face_models)]
-                  + [("--model", m) for m in models])
+                  + [("--model", m) for m in models]
+                  + [("--references", r) for r in (args.references or []) if Path(r).exists()]
+                  + ([("--driving", args.driving)] if args.driving and Path(args.driving).exists() else []))
     from onehead.evaluation.methods import baseline_methods, load_method
     from onehead.evaluation.run import EvalOptions, command_line, evaluate, format_table, write_report
     from onehead.head.model import load_head_model
@@ -337,6 +348,8 @@ def cmd_eval(args) -> int:
     settings = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     methods = [load_method(m, **settings) for m in models if m != "none"]
     methods += baseline_methods(methods[0].head if methods else load_head_model("basic"))
+    if real:
+        return _eval_real(args, methods)
     options = EvalOptions(task=args.task, size=args.size, lpips_weights=args.lpips, face_models=args.face_models,
                           motion_metrics=not args.no_motion_metrics, max_items=args.max_items, video=args.video,
                           progress=not args.quiet, command=command_line())
@@ -346,6 +359,35 @@ def cmd_eval(args) -> int:
     print(f"{args.task} reenactment on {data['items']} clips ({data['frames']} frames) at {report['size']}x{report['size']}"
           f"{'' if data['ground_truth'] else ' (no ground truth)'}:")
     print(format_table(report))
+    for metric, reason in report["missing"].items():
+        print(f"missing {metric}: {reason}")
+    print(f"report -> {args.out}" + (f"; grid video -> {args.video}" if args.video else ""))
+    return 0
+
+
+def _eval_real(args, methods) -> int:
+    """`onehead eval --task real`: portraits x a driving video (onehead.evaluation.real)."""
+    from onehead.evaluation.real import DEFAULT_SIZE, RealOptions, evaluate_real
+    from onehead.evaluation.run import command_line, format_table, write_report
+
+    options = RealOptions(references=args.references or ["astronaut", "grace_hopper"],
+                          driving=args.driving or "carphone", size=args.size or DEFAULT_SIZE,
+                          max_frames=args.max_frames, face_models=args.face_models,
+                          motion_metrics=not args.no_motion_metrics, video=args.video, progress=not args.quiet,
+                          command=command_line())
+    report = evaluate_real(methods, options)
+    write_report(report, args.out)
+    data = report["data"]
+    names = ", ".join(r["name"] for r in data["references"])
+    print(f"real reenactment: {names} x {data['driving']['source']} ({data['driving']['frames']} frames, "
+          f"{data['driving']['lost_frames']} without a face) at {report['size']}x{report['size']} (no ground truth):")
+    print(format_table(report))
+    for name, entry in report["methods"].items():
+        if entry.get("note"):
+            print(f"{name}: {entry['note']}")
+        failures = {k: v for k, v in entry["failures"].items() if v}
+        if failures:
+            print(f"{name}: frames without a face: " + ", ".join(f"{k} {v}" for k, v in failures.items()))
     for metric, reason in report["missing"].items():
         print(f"missing {metric}: {reason}")
     print(f"report -> {args.out}" + (f"; grid video -> {args.video}" if args.video else ""))
@@ -496,11 +538,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_animate)
 
-    p = command("eval", "score models and baselines on a dataset in onehead's format",
+    p = command("eval", "score models and baselines on a dataset in onehead's format, or on real portraits",
                 "Self reenactment drives a person with their own video (the answer is known); cross "
-                "reenactment drives them with someone else's. ")
-    p.add_argument("--data", required=True, help="dataset folder (onehead synth, datasets/prepare_video.py)")
-    p.add_argument("--task", required=True, choices=("self", "cross"), help="self or cross-identity reenactment")
+                "reenactment drives them with someone else's; real drives portraits with a real video, "
+                "without ground truth (identity kept and CSIM against the portrait; mouth r, AED, APD, AKD "
+                "against the driving frames; flicker). ")
+    p.add_argument("--data", default=None,
+                   help="dataset folder for self and cross (onehead synth, datasets/prepare_video.py)")
+    p.add_argument("--task", required=True, choices=("self", "cross", "real"),
+                   help="self or cross-identity reenactment on --data, or real portraits x a driving video")
+    p.add_argument("--references", nargs="+", default=None,
+                   help="real task: portrait image files or the samples astronaut, grace_hopper "
+                        "(default: astronaut grace_hopper)")
+    p.add_argument("--driving", default=None,
+                   help="real task: driving video, folder of frames, or carphone, the bundled real clip "
+                        "(default: carphone)")
+    p.add_argument("--max-frames", type=POSITIVE, default=None,
+                   help="real task: use only the first frames of the driving video, at least 1 (default: all)")
     p.add_argument("--out", required=True, help=f"report to write ({allowed('report')})")
     p.add_argument("--model", "--checkpoint", dest="model", action="append", default=None,
                    help="model folder; repeat for several (default: the embedded model; 'none': baselines only)")
@@ -512,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seed of the starting noise, 0 to {MAX_SEED} (default: each model's own, 0)")
     p.add_argument("--size", type=SIZE, default=None,
                    help=f"size in pixels the outputs are scored at, 16 to {MAX_SIZE} (default: the smallest "
-                        f"model resolution)")
+                        f"model resolution; 256 for the real task, where smaller models are upsampled)")
     p.add_argument("--max-items", type=POSITIVE, default=None,
                    help="evaluate at most this many clips, at least 1 (default: all)")
     p.add_argument("--lpips", default=None,

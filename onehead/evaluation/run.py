@@ -256,13 +256,25 @@ def data_fingerprint(data, items: list[Item]) -> str:
     return digest.hexdigest()[:16]
 
 
-def format_table(report: dict) -> str:
-    """The mean scores as a markdown table, one row per method."""
-    keys = [k for k in METRICS if any(m["mean"].get(k) is not None for m in report["methods"].values())]
+def format_table(report: dict, per_sequence: bool | None = None) -> str:
+    """The mean scores as a markdown table, one row per method, in the order of the report's
+    metrics; per_sequence (default: for the real task) adds a row per method and sequence (for the
+    real task: per reference portrait). A method run below the evaluation size is marked with its
+    resolution."""
+    order = list(report.get("metrics") or METRICS)
+    keys = [k for k in order if any(m["mean"].get(k) is not None for m in report["methods"].values())]
     lines = ["| method | " + " | ".join(keys) + " | s/frame |", "|---" * (len(keys) + 2) + "|"]
+    if per_sequence is None:
+        per_sequence = report.get("task") == "real"
     for name, entry in report["methods"].items():
-        cells = [_cell(entry["mean"].get(k)) for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {entry['seconds_per_frame']:.4f} |")
+        label = name if entry.get("resolution", report["size"]) == report["size"] else \
+            f"{name} ({entry['resolution']}², upsampled)"
+        rows = [(label, entry["mean"])]
+        if per_sequence:
+            rows += [(f"{label} · {sequence}", values) for sequence, values in entry.get("per_sequence", {}).items()]
+        for row, values in rows:
+            cells = [_cell(values.get(k)) for k in keys]
+            lines.append(f"| {row} | " + " | ".join(cells) + f" | {entry['seconds_per_frame']:.4f} |")
     return "\n".join(lines)
 
 

@@ -184,3 +184,24 @@ def csim(prediction_images, reference_images, embedder) -> dict:
     return {"csim": mean(cosine), "distance": mean(distance), "match_rate": mean(distance < DLIB_THRESHOLD),
             "frames": int(both.sum()), "failures": int((~found).sum()),
             "reference_failures": reference_failures, "threshold": DLIB_THRESHOLD}
+
+
+def identity_kept(prediction_embeddings, reference_embedding, threshold: float = DLIB_THRESHOLD) -> dict:
+    """Which frames keep the person: descriptors (T, D) of the output frames (NaN rows where no face
+    was found) against one reference descriptor (D,) or (1, D). Returns per-frame `kept` (T,) bool
+    (closer than `threshold`, Euclidean; a frame without a face is lost, never kept), the `share`
+    kept over all T frames, the per-frame `distance` and `cosine` (NaN where no face), and the count
+    of frames with no face (`no_face`). A reference without a face (NaN) raises ValueError."""
+    prediction = np.asarray(prediction_embeddings, np.float64)
+    reference = np.asarray(reference_embedding, np.float64).reshape(-1)
+    if not np.isfinite(reference).all():
+        raise ValueError("the reference has no face: identity cannot be scored against it")
+    found = np.isfinite(prediction).all(1)
+    distance = np.full(len(prediction), np.nan)
+    cosine = np.full(len(prediction), np.nan)
+    distance[found] = np.linalg.norm(prediction[found] - reference, axis=1)
+    cosine[found] = (prediction[found] @ reference) / np.maximum(
+        np.linalg.norm(prediction[found], axis=1) * np.linalg.norm(reference), 1e-12)
+    kept = found & (np.nan_to_num(distance, nan=np.inf) < threshold)
+    return {"kept": kept, "share": float(kept.mean()) if len(kept) else float("nan"), "distance": distance,
+            "cosine": cosine, "no_face": int((~found).sum()), "threshold": threshold}

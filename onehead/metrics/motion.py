@@ -105,3 +105,107 @@ def motion_metrics(prediction: Tracking | None, target: Tracking | None, count: 
     out["aed"] = aed(expression_parameters(prediction), expression_parameters(target))
     out.update(apd(head_pose(prediction), head_pose(target)))
     return out
+
+
+# ----------------------------------------------------------------------------- without ground truth
+MOUTH_INNER = (13, 14)  # mediapipe face mesh: inner upper lip, inner lower lip
+EYE_OUTER = (33, 263)  # mediapipe face mesh: the outer eye corners
+
+
+def mouth_opening(points: np.ndarray) -> np.ndarray:
+    """mediapipe face-mesh points (T, 468 or 478, 2) (NaN where lost) -> (T,) mouth opening: the
+    inner-lip gap (points 13-14) over the outer-eye-corner distance (33-263); NaN where lost.
+    The ratio is free of the image scale, so frames of any size compare."""
+    points = np.asarray(points, np.float64)
+    gap = np.linalg.norm(points[:, MOUTH_INNER[0]] - points[:, MOUTH_INNER[1]], axis=-1)
+    eyes = np.linalg.norm(points[:, EYE_OUTER[0]] - points[:, EYE_OUTER[1]], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(eyes > 0, gap / eyes, np.nan)
+
+
+def mouth_points(tracking: Tracking | None, count: int) -> np.ndarray:
+    """The face-mesh points (T, 478, 2) of a metric tracking, NaN on frames without a face (all NaN
+    without a tracking)."""
+    if tracking is None:
+        return np.full((count, 478, 2), np.nan)
+    points = np.asarray(tracking.landmarks_mp, np.float64).copy()
+    points[~np.asarray(tracking.valid, bool)] = np.nan
+    return points
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> dict:
+    """Pearson r of two signals (T,) over the frames where both are finite. Returns `r` (NaN when
+    fewer than 3 frames are left or a side does not vary), `frames` used and `left_out`."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    both = np.isfinite(a) & np.isfinite(b)
+    r = float("nan")
+    if both.sum() >= 3:
+        x, y = a[both] - a[both].mean(), b[both] - b[both].mean()
+        scale = np.sqrt((x * x).sum() * (y * y).sum())
+        if scale > 1e-12 * max(1.0, float(np.abs(a[both]).max() * np.abs(b[both]).max())):
+            r = float(np.clip((x * y).sum() / scale, -1.0, 1.0))
+    return {"r": r, "frames": int(both.sum()), "left_out": int((~both).sum())}
+
+
+def mouth_correlation(output_points: np.ndarray, driving_points: np.ndarray) -> dict:
+    """Pearson r between the mouth opening of the output frames and of the driving frames (face-mesh
+    points (T, 478, 2) each, NaN where lost); frames without a face on either side are left out."""
+    result = pearson(mouth_opening(output_points), mouth_opening(driving_points))
+    result["output_no_face"] = int(np.isnan(np.asarray(output_points, np.float64)[:, MOUTH_INNER[0], 0]).sum())
+    return result
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The least-squares similarity (Umeyama, no reflection) taking points (N, 2) onto (N, 2):
+    (scale s, rotation R (2, 2), translation t) with target ~ s * source @ R.T + t."""
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    xs, xt = source - mu_s, target - mu_t
+    u, sigma, vt = np.linalg.svd(xt.T @ xs / len(source))
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    fix = np.diag([1.0, d])
+    rotation = u @ fix @ vt
+    variance = (xs ** 2).sum() / len(source)
+    scale = float((sigma * np.diag(fix)).sum() / variance) if variance > 0 else 1.0
+    return scale, rotation, mu_t - scale * mu_s @ rotation.T
+
+
+def motion_akd(prediction: np.ndarray, driving: np.ndarray) -> dict:
+    """Keypoint distance of the motion alone, for outputs of another identity than the driving
+    video (no ground truth): 68 points (T, 68, 2) of the output and of the driving frames (NaN where
+    lost). Each clip's points become displacements from their mean over the frames where both have
+    a face; the driving displacements are rotated and scaled into the output's frame by the
+    similarity between the two mean shapes. AKD is the mean distance of the displacements (output
+    pixels), so the two faces' constant difference in shape cancels and a still output scores the
+    size of the driving motion. Returns per-frame `akd` and `akd_iod` (over the output mean
+    shape's inter-ocular distance), NaN where a side is lost."""
+    prediction, driving = np.asarray(prediction, np.float64), np.asarray(driving, np.float64)
+    count = len(prediction)
+    both = np.isfinite(prediction).all((1, 2)) & np.isfinite(driving).all((1, 2))
+    out = {"akd": np.full(count, np.nan), "akd_iod": np.full(count, np.nan)}
+    if not both.any():
+        return out
+    mean_p, mean_d = prediction[both].mean(0), driving[both].mean(0)
+    scale, rotation, _ = similarity_transform(mean_d, mean_p)
+    moved_p = prediction[both] - mean_p
+    moved_d = scale * (driving[both] - mean_d) @ rotation.T
+    per_frame = np.linalg.norm(moved_p - moved_d, axis=-1).mean(-1)
+    out["akd"][both] = per_frame
+    out["akd_iod"][both] = per_frame / interocular_distance(mean_p)
+    return out
+
+
+def relative_pose(driving_pose: np.ndarray, reference_pose: np.ndarray, anchor: int | None = None) -> np.ndarray:
+    """The head rotations a one-shot method is asked to show at the reference's camera (as in
+    onehead.pipelines.reenactment): R_t = R_drv(t) R_drv(anchor)^T R_ref, axis-angle (T, 3). The
+    anchor is the first driving frame with a pose (the default); NaN rows stay NaN."""
+    driving_pose = np.asarray(driving_pose, np.float64)
+    found = np.isfinite(driving_pose).all(1)
+    out = np.full_like(driving_pose, np.nan)
+    if not found.any() or not np.isfinite(reference_pose).all():
+        return out
+    anchor = int(np.argmax(found)) if anchor is None else anchor
+    first = Rotation.from_rotvec(driving_pose[anchor])
+    rotations = Rotation.from_rotvec(driving_pose[found]) * first.inv() * Rotation.from_rotvec(np.reshape(reference_pose, 3))
+    out[found] = rotations.as_rotvec()
+    return out
