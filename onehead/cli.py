@@ -385,9 +385,12 @@ def _eval_real(args, methods) -> int:
     for name, entry in report["methods"].items():
         if entry.get("note"):
             print(f"{name}: {entry['note']}")
-        failures = {k: v for k, v in entry["failures"].items() if v}
-        if failures:
-            print(f"{name}: frames without a face: " + ", ".join(f"{k} {v}" for k, v in failures.items()))
+        failures = entry["failures"]
+        lost = [f"{what} {failures[key]}" for what, key in (("dlib (identity lost)", "identity_no_face"),
+                                                             ("mediapipe (left out of mouth r)", "mouth_frames_left_out"),
+                                                             ("tracker (AED, APD, AKD)", "aed")) if failures.get(key)]
+        if lost:
+            print(f"{name}: frames without a face for " + ", ".join(lost))
     for metric, reason in report["missing"].items():
         print(f"missing {metric}: {reason}")
     print(f"report -> {args.out}" + (f"; grid video -> {args.video}" if args.video else ""))

@@ -1,5 +1,6 @@
 """`onehead eval`: models and baselines on the same frames, scored with onehead.metrics.
 
-tasks.py picks the frames, methods.py knows what can run (baselines and model families),
-baselines.py holds the floors, run.py scores everything and writes the report.
+tasks.py picks the frames of a dataset (self, cross), methods.py knows what can run (baselines and
+model families), baselines.py holds the floors, run.py scores everything and writes the report;
+real.py is the real task (portraits x a driving video, no ground truth) with the same report shape.
 """
