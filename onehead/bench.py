@@ -16,6 +16,7 @@ def _benchmark_video(size: int, frames: int) -> tuple[np.ndarray, str]:
     """A real talking head (the carphone clip) letterboxed to size x size; a moving portrait otherwise."""
     import cv2
 
+    from onehead.data.images import letterbox
     from onehead.data.samples import astronaut, carphone_path
     from onehead.data.video import read_video
     from onehead.errors import MediaReadError
@@ -32,13 +33,7 @@ def _benchmark_video(size: int, frames: int) -> tuple[np.ndarray, str]:
             clip.append(cv2.warpAffine(still, m, (512, 512), borderMode=cv2.BORDER_REFLECT))
         clip = np.stack(clip)
         source = "astronaut portrait with synthetic motion"
-    h, w = clip.shape[1:3]
-    scale = size / max(h, w)
-    nh, nw = round(h * scale), round(w * scale)
-    out = np.zeros((len(clip), size, size, 3), np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    for t, frame in enumerate(clip):
-        out[t, top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    out = letterbox(clip, size)
     reps = int(np.ceil(frames / len(out)))
     looped = np.concatenate([out, out[::-1]] * reps)[:frames]  # ping-pong keeps the motion continuous
     return looped, source

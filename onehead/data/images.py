@@ -125,6 +125,20 @@ def _tensor_to_rgb(tensor: Any) -> np.ndarray:
     return _array_to_rgb(arr)
 
 
+def letterbox(frames: np.ndarray, size: int) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 -> (T, size, size, 3): scaled to fit (cubic), centred on black bars."""
+    import cv2
+
+    h, w = frames.shape[1:3]
+    scale = size / max(h, w)
+    nh, nw = round(h * scale), round(w * scale)
+    out = np.zeros((len(frames), size, size, 3), np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    for t, frame in enumerate(frames):
+        out[t, top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    return out
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """uint8 as is; uint16 (and wider ints above 255) / 257; floats in [0, 1] * 255."""
     if arr.dtype == np.uint8:

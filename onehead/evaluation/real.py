@@ -410,12 +410,7 @@ def _grid_rows(reference: np.ndarray, driving: np.ndarray, size: int, outputs: d
 
     reference = cv2.resize(reference, (size, size), interpolation=cv2.INTER_AREA) if reference.shape[0] != size \
         else reference
-    h, w = driving.shape[1:3]
-    scale = size / max(h, w)
-    nh, nw = round(h * scale), round(w * scale)
-    boxed = np.zeros((len(driving), size, size, 3), np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    for t, frame in enumerate(driving):
-        boxed[t, top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_CUBIC)
-    tiles = [np.repeat(reference[None], len(driving), 0), boxed] + [frames_to_uint8(f) for f in outputs.values()]
+    from onehead.data.images import letterbox
+
+    tiles = [np.repeat(reference[None], len(driving), 0), letterbox(driving, size)] + [frames_to_uint8(f) for f in outputs.values()]
     return np.concatenate(tiles, axis=2)
