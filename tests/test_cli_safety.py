@@ -317,7 +317,7 @@ def model_folder(tmp_path_factory):
     ("not json", "not valid JSON"),
     ("background sky", "background"),
     ("steps zero", "steps must be at least 1"),
-    ("truncated weights", "corrupt model folder"),
+    ("truncated weights", "animator.safetensors: corrupt or truncated"),
     ("no reference_unet", "reference_unet"),
 ])
 def test_a_broken_model_folder_is_one_line(capsys, tmp_path, files, model_folder, damage, words):

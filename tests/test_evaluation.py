@@ -172,3 +172,12 @@ def test_motion_metrics_on_a_real_face_and_its_shifted_copy(head):
     assert np.all(moved["pose_angle_deg"] < 3.0) and np.all(moved["aed"] < 0.2)
     blank = motion_metrics(None, truth, 2)  # no face in the output: NaN, counted as failures
     assert np.isnan(blank["akd"]).all() and np.isnan(blank["apd"]).all()
+
+
+def test_eval_on_a_file_instead_of_a_dataset_folder_says_so(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a dataset")
+    assert main(["eval", "--data", str(notes), "--task", "self", "--out", str(tmp_path / "r.json"),
+                 "--model", "none", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.txt: is a file; a dataset is a folder" in err[0]

@@ -156,6 +156,9 @@ def open_sequence(directory: str | os.PathLike) -> Sequence:
 def list_sequences(root: str | os.PathLike) -> list[Path]:
     """Sequence folders under `root` (any folder holding a meta.json), in natural order."""
     root = Path(root)
+    if root.is_file():
+        raise MediaReadError(f"{root}: is a file; a dataset is a folder of sequences (onehead synth, "
+                             "datasets/prepare_video.py)")
     if not root.is_dir():
         raise MediaReadError(f"{root}: dataset folder does not exist")
     if (root / META_FILE).is_file():

@@ -120,14 +120,17 @@ class GaussianDiffusionModel(nn.Module):
                 raise CheckpointError(f"{folder}: incomplete model folder ({part}/config.json is missing)")
         if not (folder / WEIGHTS_FILE).is_file():
             raise CheckpointError(f"{folder}: incomplete model folder ({WEIGHTS_FILE} is missing)")
-        try:
-            unet = UNet2DConditionModel.from_pretrained(folder / "denoising_unet")
-            reference = UNet2DConditionModel.from_pretrained(folder / "reference_unet")
-            codec = VaeCodec(AutoencoderKL.from_pretrained(folder / "vae")) if config.latent == "vae" else None
-            state = load_file(folder / WEIGHTS_FILE)
-        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-            reason = str(exc).splitlines()[0][:200]
-            raise CheckpointError(f"{folder}: corrupt model folder ({reason})") from None
+        def read(part: str, load):
+            try:
+                return load(folder / part)
+            except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+                reason = str(exc).splitlines()[0][:200]
+                raise CheckpointError(f"{folder / part}: corrupt or truncated ({reason})") from None
+
+        unet = read("denoising_unet", UNet2DConditionModel.from_pretrained)
+        reference = read("reference_unet", UNet2DConditionModel.from_pretrained)
+        codec = VaeCodec(read("vae", AutoencoderKL.from_pretrained)) if config.latent == "vae" else None
+        state = read(WEIGHTS_FILE, load_file)
         model = cls(config, head, denoising_unet=unet, reference_unet=reference, codec=codec)
         for name in OWN_PARTS:
             part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
