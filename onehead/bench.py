@@ -136,19 +136,7 @@ def _time_splat(scene: dict, K, world_to_cam, size: int, backend: str, backward:
         if backward:
             (result.features.mean() + result.alpha.mean() + result.depth.mean()).backward()
 
-    def synchronize():
-        if scene["means"].is_cuda:
-            torch.cuda.synchronize()
-
-    for _ in range(2):  # warm-up
-        once()
-    times = []
-    for _ in range(repeats):
-        synchronize()
-        start = time.perf_counter()
-        once()
-        synchronize()
-        times.append(time.perf_counter() - start)
+    times = _run_times(once, scene["means"].device, repeats, warmup=2)
     return 1000 * float(np.median(times)), 1000 * min(times)
 
 
@@ -460,8 +448,8 @@ class _PeakMemory:
         return "n/a (CPU)" if self.bytes is None else f"{self.bytes / 2**30:.2f} GiB"
 
 
-def _seconds(fn, device: torch.device, repeats: int = 1, warmup: int = 1) -> float:
-    """Median wall seconds of fn() over `repeats` runs after `warmup` runs, synchronising CUDA."""
+def _run_times(fn, device: torch.device, repeats: int = 1, warmup: int = 1) -> list[float]:
+    """Wall seconds of each of `repeats` runs of fn() after `warmup` runs, synchronising CUDA."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -475,7 +463,12 @@ def _seconds(fn, device: torch.device, repeats: int = 1, warmup: int = 1) -> flo
         fn()
         sync()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
+
+
+def _seconds(fn, device: torch.device, repeats: int = 1, warmup: int = 1) -> float:
+    """Median wall seconds of fn() over `repeats` runs after `warmup` runs."""
+    return float(np.median(_run_times(fn, device, repeats, warmup)))
 
 
 def _failure(exc: BaseException) -> str:
