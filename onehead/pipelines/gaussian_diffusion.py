@@ -5,7 +5,8 @@
 
 reference image -> latents -> ReferenceNet (once per clip); driving motion -> control maps ->
 windowed DDIM (onehead.pipelines.sampler) with the same initial noise for every frame -> decode ->
-optional paste-back of the reference outside the head region.
+optional paste-back of the reference outside the head region. A correct_warp model samples the
+correction of the filled mesh warp and adds it to the warp's latents before decoding.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from onehead.models.gaussian_diffusion import (
     GaussianDiffusionModel,
     InferenceSettings,
     ReferenceInputs,
+    WarpBase,
     split_saved_config,
 )
 from onehead.models.gaussian_diffusion.config import PRESETS
@@ -111,7 +113,8 @@ class GaussianDiffusionAnimator(Animator):
         ref = self.reference_inputs(reference)
         with torch.no_grad():
             control = self.model.control_maps(params, K, w2c, ref)
-        frames = self.sample(ref.image, control[None], run, progress=progress)[0]
+        base = self.model.warp_base(ref, params, K, w2c) if self.model.config.correct_warp else None
+        frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
         if run.background == "reference":
             region = head_region(self.head, [reference.tracking, motion.tracking], self.resolution,
                                  run.background_margin)
@@ -134,8 +137,9 @@ class GaussianDiffusionAnimator(Animator):
 
     @torch.no_grad()
     def sample(self, reference: torch.Tensor, control: torch.Tensor, settings: InferenceSettings | None = None,
-               *, progress: bool = False) -> torch.Tensor:
-        """reference (B, 3, S, S) in [0, 1], control maps (B, T, C, S, S) -> frames (B, T, 3, S, S)."""
+               *, base: WarpBase | None = None, progress: bool = False) -> torch.Tensor:
+        """reference (B, 3, S, S) in [0, 1], control maps (B, T, C, s, s) -> frames (B, T, 3, S, S).
+        base: the warp a correct_warp model corrects (model.warp_base), B * T rows."""
         from diffusers import DDIMScheduler
 
         run = settings or self.inference
@@ -145,6 +149,12 @@ class GaussianDiffusionAnimator(Animator):
         scheduler.set_timesteps(run.steps, device=self.device)
         context = model.context(run.domain, clips)
         model.run_reference(model.codec.encode(reference.to(self.device) * 2 - 1), context)
+        warp = base_latents = None
+        if model.config.correct_warp:
+            if base is None:
+                raise ConfigError("this model corrects the mesh warp: sample needs base (model.warp_base)")
+            base_latents, warp = model.warp_condition(base)
+            warp = warp.view(clips, frames, *warp.shape[1:])
         size = self.resolution // model.codec.factor
         start = initial_latents(clips, frames, (model.codec.latent_channels, size, size), run.initial_latent,
                                 run.seed, self.device, scheduler.init_noise_sigma)
@@ -152,14 +162,18 @@ class GaussianDiffusionAnimator(Animator):
         def denoise(latents, t, first, last):
             count = last - first
             return model.denoise(latents, t.expand(clips * count), context.repeat_interleave(count, 0),
-                                 control[:, first:last].flatten(0, 1))
+                                 control[:, first:last].flatten(0, 1),
+                                 None if warp is None else warp[:, first:last].flatten(0, 1))
 
         try:
             latents = sample_windows(denoise, scheduler, start, window=run.window, overlap=run.window_overlap,
                                      progress=progress)
         finally:
             model.bank.clear()
-        images = torch.cat([model.codec.decode(chunk) for chunk in latents.flatten(0, 1).split(16)])
+        latents = latents.flatten(0, 1)
+        if base_latents is not None:
+            latents = latents + base_latents
+        images = torch.cat([model.codec.decode(chunk) for chunk in latents.split(16)])
         return ((images.float() + 1) / 2).clamp(0, 1).view(clips, frames, 3, *images.shape[-2:])
 
 

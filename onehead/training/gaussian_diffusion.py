@@ -133,7 +133,7 @@ class GaussianDiffusionFamily:
         return gaussian_diffusion_loss(model, batch, generator)
 
     def validation_columns(self, model, batch: dict, train) -> list[torch.Tensor]:
-        """reference | target | control maps (first 3 channels) | sample (the saved inference domain,
+        """reference | target | control maps (first 3 channels) | (correct_warp) mesh warp | sample (the saved inference domain,
         train.validation_sampling_steps DDIM steps, noise seed train.seed)."""
         from onehead.config import replace
         from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
@@ -141,9 +141,14 @@ class GaussianDiffusionFamily:
         clips, frames = batch["target"].shape[:2]
         control = model.batch_control(batch)
         control = control.view(clips, frames, *control.shape[1:])
+        base = model.batch_warp(batch)
         settings = replace(self.inference, "validation", steps=train.validation_sampling_steps, seed=train.seed)
-        samples = GaussianDiffusionAnimator(model, self.inference).sample(batch["reference"], control, settings)
-        return [batch["reference"][:, None], batch["target"], control_preview(model, batch), samples]
+        samples = GaussianDiffusionAnimator(model, self.inference).sample(batch["reference"], control, settings,
+                                                                          base=base)
+        columns = [batch["reference"][:, None], batch["target"], control_preview(model, batch)]
+        if base is not None:  # the mesh warp the model corrects
+            columns.append(base.image.view(clips, frames, *base.image.shape[1:]))
+        return columns + [samples]
 
     def save_pretrained(self, model, directory: Path) -> None:
         from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator

@@ -7,7 +7,7 @@ from onehead.models.gaussian_diffusion.config import (
     InferenceSettings,
     split_saved_config,
 )
-from onehead.models.gaussian_diffusion.model import GaussianDiffusionModel, ReferenceInputs, flatten_params
+from onehead.models.gaussian_diffusion.model import GaussianDiffusionModel, ReferenceInputs, WarpBase, flatten_params
 
 __all__ = ["KIND", "PRESETS", "GaussianDiffusionConfig", "InferenceSettings", "split_saved_config",
-           "GaussianDiffusionModel", "ReferenceInputs", "flatten_params"]
+           "GaussianDiffusionModel", "ReferenceInputs", "WarpBase", "flatten_params"]

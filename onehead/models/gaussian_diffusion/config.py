@@ -28,7 +28,7 @@ TINY_UNET = dict(  # UNet2DConditionModel arguments, in their JSON form
 class GaussianDiffusionConfig:
     """The networks of paper 003's model; saved beside its weights."""
 
-    preset: Literal["tiny", "base"] = "tiny"
+    preset: Literal["tiny", "small", "base"] = "tiny"
     resolution: int = 64  # output frames are resolution x resolution
     head_model: Literal["basic", "flame"] = "basic"  # the head model the Gaussian field is anchored on
     uv_resolution: int = 64  # UV grid of the Gaussian field
@@ -47,6 +47,10 @@ class GaussianDiffusionConfig:
     beta_end: float = 0.012
     warp_guidance: bool = False  # onehead's addition to paper 003: the pose guider also sees the
     # reference warped by the head model's motion (onehead.render.warp) and where it is visible
+    correct_warp: bool = False  # onehead's addition: the diffusion variable is the correction of the
+    # filled mesh warp of the reference (onehead.render.warp.fill_warp) in latent space, and the
+    # UNet sees that warp (a zero correction is exactly the mesh warp)
+    control_resolution: int | None = None  # size of the splatted control maps (None: resolution)
 
     def __post_init__(self):
         positive = {"resolution": self.resolution, "uv_resolution": self.uv_resolution,
@@ -58,6 +62,17 @@ class GaussianDiffusionConfig:
         if self.latent == "pixel" and self.resolution % (self.pixel_factor * 4):
             raise ValueError(f"resolution {self.resolution} must be a multiple of {self.pixel_factor * 4} "
                              f"(4 x pixel_factor)")
+        if self.control_resolution is not None:
+            if self.control_resolution < 1:
+                raise ValueError(f"control_resolution must be at least 1, got {self.control_resolution}")
+            if self.warp_guidance and self.control_resolution != self.resolution:
+                raise ValueError("warp_guidance needs control maps at the output resolution "
+                                 "(control_resolution: null)")
+
+    @property
+    def control_size(self) -> int:
+        """The size of the splatted control maps."""
+        return self.control_resolution or self.resolution
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GaussianDiffusionConfig":
@@ -96,8 +111,19 @@ class InferenceSettings:
             raise ValueError(f"background_margin must be in [0, 1], got {self.background_margin}")
 
 
+SMALL_UNET = dict(  # 32x32 latents (256x256 frames through an 8x space-to-depth)
+    layers_per_block=1, block_out_channels=[64, 128, 128],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    cross_attention_dim=64, attention_head_dim=8, norm_num_groups=16,
+)
+
 PRESETS = {
     "tiny": (GaussianDiffusionConfig(), InferenceSettings()),
+    # the embedded default: 256x256 on a CPU, correcting the mesh warp
+    "small": (GaussianDiffusionConfig(preset="small", resolution=256, pixel_factor=8, control_resolution=64,
+                                      correct_warp=True, unet=dict(SMALL_UNET), guider_channels=(32, 64)),
+              InferenceSettings(steps=2, initial_latent="zeros", domain="synthetic", background="reference")),
     "base": (GaussianDiffusionConfig(preset="base", resolution=512, uv_resolution=256, latent="vae", unet={},
                                      guider_channels=(16, 32, 96, 256)),
              InferenceSettings(steps=10, window=14, window_overlap=4)),

@@ -2,6 +2,8 @@
 
     posed meshes -> UV Gaussian field splatted at the camera (control maps) -> pose guider -> + after conv_in
     reference latents -> ReferenceNet (once per clip) -> self-attention bank read by the denoising UNet
+    (correct_warp) the filled mesh warp of the reference -> warp encoder -> + after conv_in; the
+        diffusion variable is the latent correction of that warp
     domain token -> cross-attention context; temporal layers after every transformer block
 
 Built from diffusers parts (UNet2DConditionModel for both UNets, AutoencoderKL or an exact
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onehead.data.sequence import DOMAINS
@@ -29,11 +32,12 @@ from onehead.models.gaussian_diffusion.config import GaussianDiffusionConfig
 from onehead.models.gaussian_field import UVGaussianField
 from onehead.models.reference_attention import ReferenceBank, attach_reference_attention
 from onehead.models.temporal import TemporalLayers
-from onehead.render.warp import warp_reference
+from onehead.render.warp import fill_warp, warp_reference
 
 WARP_CHANNELS = 4  # warp guidance: the warped reference (3) and where it is visible (1)
 WEIGHTS_FILE = "animator.safetensors"  # onehead's own parts; the UNets and VAE in diffusers folders
-OWN_PARTS = ("gaussian_field", "pose_guider", "domain_tokens", "temporal")
+OWN_PARTS = ("gaussian_field", "pose_guider", "domain_tokens", "temporal")  # plus warp_encoder (correct_warp)
+MASK_CHANNELS = 2  # what the warp encoder sees beside the warp's latents: visible and covered
 
 
 class GaussianDiffusionModel(nn.Module):
@@ -66,14 +70,29 @@ class GaussianDiffusionModel(nn.Module):
         self.gaussian_field = UVGaussianField.from_head(self.head, config.uv_resolution, config.control_channels,
                                                         normal_offset=config.normal_offset)
         guide_channels = config.control_channels + (WARP_CHANNELS if config.warp_guidance else 0)
-        self.pose_guider = PoseGuider(guide_channels, unet_cfg.block_out_channels[0], factor,
-                                      tuple(config.guider_channels))
+        latent_size = config.resolution // factor
+        if config.control_size % latent_size:
+            raise ConfigError(f"control_resolution {config.control_size} must be a multiple of the latent size "
+                              f"{latent_size}")
+        self.pose_guider = PoseGuider(guide_channels, unet_cfg.block_out_channels[0],
+                                      config.control_size // latent_size, tuple(config.guider_channels))
+        self.warp_encoder = None
+        if config.correct_warp:  # zero-initialised like the pose guider's output
+            self.warp_encoder = nn.Conv2d(self.codec.latent_channels + MASK_CHANNELS * factor ** 2,
+                                          unet_cfg.block_out_channels[0], 3, padding=1)
+            nn.init.zeros_(self.warp_encoder.weight)
+            nn.init.zeros_(self.warp_encoder.bias)
         self.domain_tokens = DomainTokens(unet_cfg.cross_attention_dim, config.image_embed_dim)
         self.bank = ReferenceBank()
         self.shared_layers = attach_reference_attention(self.reference_unet, self.denoising_unet, self.bank)
         self.temporal = TemporalLayers(self.denoising_unet, config.temporal_heads, clips=self.bank.clips)
         self.stage = 1
         self.codec.requires_grad_(False)
+
+    @property
+    def own_parts(self) -> tuple[str, ...]:
+        """onehead's own parts, saved in WEIGHTS_FILE."""
+        return OWN_PARTS + (("warp_encoder",) if self.warp_encoder is not None else ())
 
     # ------------------------------------------------------------------ construction and files
     @classmethod
@@ -102,7 +121,7 @@ class GaussianDiffusionModel(nn.Module):
         self.reference_unet.save_pretrained(folder / "reference_unet", safe_serialization=True)
         if isinstance(self.codec, VaeCodec):
             self.codec.vae.save_pretrained(folder / "vae", safe_serialization=True)
-        state = {f"{name}.{k}": v.detach().contiguous().cpu() for name in OWN_PARTS
+        state = {f"{name}.{k}": v.detach().contiguous().cpu() for name in self.own_parts
                  for k, v in getattr(self, name).state_dict().items()}
         save_file(state, folder / WEIGHTS_FILE, metadata={"kind": KIND})
 
@@ -132,7 +151,7 @@ class GaussianDiffusionModel(nn.Module):
         codec = VaeCodec(read("vae", AutoencoderKL.from_pretrained)) if config.latent == "vae" else None
         state = read(WEIGHTS_FILE, load_file)
         model = cls(config, head, denoising_unet=unet, reference_unet=reference, codec=codec)
-        for name in OWN_PARTS:
+        for name in model.own_parts:
             part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
             if name == "pose_guider":
                 part = _pad_inputs(part, model.pose_guider)
@@ -155,9 +174,12 @@ class GaussianDiffusionModel(nn.Module):
         self.temporal.enabled = stage == 2
 
     def trainable_parts(self) -> dict[str, nn.Module]:
-        return {"gaussian_field": self.gaussian_field, "pose_guider": self.pose_guider,
-                "reference_unet": self.reference_unet, "denoising_unet": self.denoising_unet,
-                "domain_tokens": self.domain_tokens, "temporal": self.temporal}
+        parts = {"gaussian_field": self.gaussian_field, "pose_guider": self.pose_guider,
+                 "reference_unet": self.reference_unet, "denoising_unet": self.denoising_unet,
+                 "domain_tokens": self.domain_tokens, "temporal": self.temporal}
+        if self.warp_encoder is not None:
+            parts["warp_encoder"] = self.warp_encoder
+        return parts
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -193,7 +215,7 @@ class GaussianDiffusionModel(nn.Module):
         (in [-1, 1], 0 where not visible) and its visibility are appended: (N, C + 4, H, W)."""
         if self.config.warp_guidance and reference is None:
             raise ConfigError("this model uses warp guidance: control_maps needs the reference")
-        size = self.config.resolution
+        size = self.config.control_size
         maps = []
         for start in range(0, K.shape[0], chunk):
             rows = slice(start, start + chunk)
@@ -205,19 +227,55 @@ class GaussianDiffusionModel(nn.Module):
             maps.append(features)
         return torch.cat(maps)
 
+    def warp_base(self, reference: "ReferenceInputs", params: dict, K: torch.Tensor, world_to_cam: torch.Tensor,
+                  chunk: int = 32) -> "WarpBase":
+        """What a correct_warp model corrects: the reference warped to each target (N, ...) by the
+        head model and filled (onehead.render.warp.fill_warp), with where it is visible and covered."""
+        size = self.config.resolution
+        parts = []
+        with torch.no_grad():
+            for start in range(0, K.shape[0], chunk):
+                rows = slice(start, start + chunk)
+                ref = reference.rows(rows)
+                image = ref.image
+                if image.shape[-1] != size:
+                    raise ConfigError(f"the reference is {image.shape[-1]} px; this model needs {size} px")
+                warp = warp_reference(image, self.head.faces, self.head(**ref.params).vertices, ref.K,
+                                      ref.world_to_cam, self.head(**{k: v[rows] for k, v in params.items()}).vertices,
+                                      K[rows], world_to_cam[rows])
+                parts.append(WarpBase(fill_warp(image, warp), warp.visible, warp.covered))
+        return WarpBase(*(torch.cat(p) for p in zip(*((b.image, b.visible, b.covered) for b in parts))))
+
+    def warp_condition(self, base: "WarpBase") -> tuple[torch.Tensor, torch.Tensor]:
+        """(the warp's latents (N, c, h, w), the warp encoder's input (N, c + 2 f^2, h, w))."""
+        latents = self.codec.encode(base.image.to(self.device) * 2 - 1)
+        masks = F.pixel_unshuffle(torch.cat([base.visible, base.covered], 1).to(latents), self.codec.factor)
+        return latents, torch.cat([latents, masks], 1)
+
+    def batch_reference(self, batch: dict) -> "ReferenceInputs":
+        """A dataset batch's references, one row per target frame (B * T rows)."""
+        frames = batch["K"].shape[1]
+        return ReferenceInputs(batch["reference"].to(self.device),
+                               {k: batch["reference_params"][k].to(self.device) for k in HEAD_PARAM_NAMES},
+                               batch["reference_K"].to(self.device),
+                               batch["reference_world_to_cam"].to(self.device)).repeat(frames)
+
+    def batch_targets(self, batch: dict) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """A dataset batch's target parameters and cameras, flattened to B * T rows."""
+        return (flatten_params(batch["target_params"], self.device), batch["K"].flatten(0, 1).to(self.device),
+                batch["world_to_cam"].flatten(0, 1).to(self.device))
+
     def batch_control(self, batch: dict) -> torch.Tensor:
         """Control maps (B * T, C, H, W) of a dataset batch's target parameters at its cameras
         (items of onehead.data.datasets.ReenactmentDataset, collated)."""
-        frames = batch["K"].shape[1]
-        reference = None
-        if self.config.warp_guidance:
-            reference = ReferenceInputs(batch["reference"].to(self.device),
-                                        {k: batch["reference_params"][k].to(self.device) for k in HEAD_PARAM_NAMES},
-                                        batch["reference_K"].to(self.device),
-                                        batch["reference_world_to_cam"].to(self.device)).repeat(frames)
-        return self.control_maps(flatten_params(batch["target_params"], self.device),
-                                 batch["K"].flatten(0, 1).to(self.device),
-                                 batch["world_to_cam"].flatten(0, 1).to(self.device), reference)
+        reference = self.batch_reference(batch) if self.config.warp_guidance else None
+        return self.control_maps(*self.batch_targets(batch), reference)
+
+    def batch_warp(self, batch: dict) -> "WarpBase | None":
+        """The warp base (B * T rows) of a dataset batch; None when the model does not correct a warp."""
+        if not self.config.correct_warp:
+            return None
+        return self.warp_base(self.batch_reference(batch), *self.batch_targets(batch))
 
     def _warp_maps(self, reference: "ReferenceInputs", vertices, K, world_to_cam) -> torch.Tensor:
         with torch.no_grad():
@@ -235,12 +293,26 @@ class GaussianDiffusionModel(nn.Module):
         self.reference_unet(reference_latents, timestep, encoder_hidden_states=context)
         self.bank.writes += 1
 
-    def denoise(self, latents, timesteps, context, control) -> torch.Tensor:
-        """One denoising-UNet call on (clips x frames) latents with their control maps; the clips
-        are those of the last run_reference (the temporal layers split the batch by them)."""
+    def denoise(self, latents, timesteps, context, control, warp=None) -> torch.Tensor:
+        """One denoising-UNet call on (clips x frames) latents with their control maps (and, for a
+        correct_warp model, the warp encoder's input from warp_condition); the clips are those of
+        the last run_reference (the temporal layers split the batch by them)."""
         residual = self.pose_guider(control.to(latents.dtype))
+        if self.warp_encoder is not None:
+            if warp is None:
+                raise ConfigError("this model corrects the mesh warp: denoise needs warp (see warp_condition)")
+            residual = residual + self.warp_encoder(warp.to(latents.dtype))
         with _added_after(self.denoising_unet.conv_in, residual):
             return self.denoising_unet(latents, timesteps, encoder_hidden_states=context).sample
+
+
+@dataclass
+class WarpBase:
+    """The filled mesh warp of the reference to N target frames (model.warp_base)."""
+
+    image: torch.Tensor  # (N, 3, H, W) in [0, 1]
+    visible: torch.Tensor  # (N, 1, H, W) 1 where the head covers the pixel and the reference sees it
+    covered: torch.Tensor  # (N, 1, H, W) 1 where the head covers the pixel
 
 
 @dataclass
