@@ -310,20 +310,20 @@ def report_raster(size: int | None = None, frames: int | None = None) -> dict:
 
 def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
     """Animator speed: the embedded default model at its default steps on a synthetic driving
-    sequence: control maps, one denoising step, and the whole frame (control maps, ReferenceNet,
-    every step, decoding and paste-back), per frame."""
+    sequence. The whole frame (control maps, warp, ReferenceNet, every step, decoding and
+    paste-back) per frame, and each part on its own."""
     import tempfile
 
     from onehead.data.sequence import open_sequence
     from onehead.data.synthetic import SynthOptions, synthesize
     from onehead.head.model import load_head_model
     from onehead.pipelines import Animator
-    from onehead.pipelines.reenactment import Motion, driving_motion, prepare_reference
+    from onehead.pipelines.reenactment import Motion, driving_motion, head_region, paste_back, prepare_reference
 
     frames = frames or 32
     head = load_head_model("basic")
     animator = Animator.from_pretrained(head=head)
-    model = animator.model
+    model, settings = animator.model, animator.inference
     resolution = animator.resolution
     with tempfile.TemporaryDirectory() as out:
         synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=resolution, progress=False))
@@ -338,25 +338,42 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
 
     params, K, w2c = animator.motion_inputs(motion)
     reference_inputs = animator.reference_inputs(ref)
-    with torch.no_grad():
+    parts = {}
+
+    def timed(name, fn):
         start = time.perf_counter()
-        guide = model.control_maps(params, K, w2c, reference_inputs)
-        control_seconds = time.perf_counter() - start
-        window = min(frames, animator.inference.window)
-        latents = torch.zeros(window, model.codec.latent_channels, resolution // model.codec.factor,
-                              resolution // model.codec.factor)
-        context = model.context(animator.inference.domain)
-        model.run_reference(model.codec.encode(reference_inputs.image * 2 - 1), context)
+        value = fn()
+        parts[name] = time.perf_counter() - start
+        return value
+
+    with torch.no_grad():
+        guide = timed("control", lambda: model.control_maps(params, K, w2c, reference_inputs))
+        warp = None
+        if model.config.correct_warp:
+            base = timed("warp", lambda: model.warp_base(reference_inputs, params, K, w2c))
+            warp = model.warp_condition(base)[1]
+        window = min(frames, settings.window)
+        latent = resolution // model.codec.factor
+        latents = torch.zeros(window, model.codec.latent_channels, latent, latent)
+        context = model.context(settings.domain)
+        timed("reference", lambda: model.run_reference(model.codec.encode(reference_inputs.image * 2 - 1), context))
         step_times = []
         for _ in range(5):
             start = time.perf_counter()
-            model.denoise(latents, torch.full((window,), 999), context.expand(window, -1, -1), guide[:window])
+            model.denoise(latents, torch.full((window,), 999), context.expand(window, -1, -1), guide[:window],
+                          None if warp is None else warp[:window])
             step_times.append(time.perf_counter() - start)
         model.bank.clear()
-    return {"machine": machine_line(), "model": "embedded tiny",
-            "resolution": resolution, "steps": animator.inference.steps, "frames": frames,
-            "warp_guidance": model.config.warp_guidance,
-            "control_ms_per_frame": 1000 * control_seconds / frames,
+        all_latents = torch.zeros(frames, model.codec.latent_channels, latent, latent)
+        decoded = timed("decode", lambda: model.codec.decode(all_latents))
+        if settings.background == "reference":
+            timed("paste", lambda: paste_back(decoded, reference_inputs.image[0], head_region(
+                head, [ref.tracking, motion.tracking], resolution, settings.background_margin)))
+    per_frame = {f"{name}_ms_per_frame": 1000 * value / frames for name, value in parts.items() if name != "reference"}
+    return {"machine": machine_line(), "model": "embedded default",
+            "resolution": resolution, "steps": settings.steps, "frames": frames,
+            "warp_guidance": model.config.warp_guidance, "correct_warp": model.config.correct_warp,
+            **per_frame, "reference_ms_per_clip": 1000 * parts["reference"],
             "denoise_step_ms_per_frame": 1000 * float(np.median(step_times)) / window,
             "seconds_per_frame": seconds / frames, "frames_per_s": frames / seconds}
 
@@ -365,9 +382,16 @@ def report_animate(size: int | None = None, frames: int | None = None) -> dict:
     r = bench_animate(size, frames)
     print(f"onehead bench animate  ({r['machine']})")
     print(f"  {r['model']} Animator at {r['resolution']}x{r['resolution']}, {r['steps']} DDIM step(s), {r['frames']} frames"
-          f"{', warp guidance' if r['warp_guidance'] else ''}:")
-    print(f"    control maps (splatting{' and warp' if r['warp_guidance'] else ''})  {r['control_ms_per_frame']:7.2f} ms/frame")
-    print(f"    one denoising step (UNet with shared attention)  {r['denoise_step_ms_per_frame']:7.2f} ms/frame")
+          f"{', warp guidance' if r['warp_guidance'] else ''}{', correcting the mesh warp' if r['correct_warp'] else ''}:")
+    rows = [("control maps (Gaussian splatting)", "control_ms_per_frame", "ms/frame"),
+            ("mesh warp (rasterize, fill)", "warp_ms_per_frame", "ms/frame"),
+            ("ReferenceNet (once per clip)", "reference_ms_per_clip", "ms/clip"),
+            ("one denoising step (UNet with shared attention)", "denoise_step_ms_per_frame", "ms/frame"),
+            ("decoding", "decode_ms_per_frame", "ms/frame"),
+            ("paste-back (head region, blend)", "paste_ms_per_frame", "ms/frame")]
+    for label, key, unit in rows:
+        if key in r:
+            print(f"    {label:<50s} {r[key]:8.2f} {unit}")
     print(f"    whole frame  {r['seconds_per_frame']:.3f} s ({r['frames_per_s']:.1f} frames/s)")
     if not torch.cuda.is_available():
         print("  base at 512x512 on a GPU: no GPU on this machine")
@@ -820,7 +844,10 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
                  f"{y['render_fps']:.1f} frames/s"))
     a = results["animate"]
     setting = f"{a['model']}, {a['resolution']}x{a['resolution']}"
-    rows += [("animate: control maps", setting, f"{a['control_ms_per_frame']:.1f} ms/frame", ""),
+    rows += [("animate: control maps", setting, f"{a['control_ms_per_frame']:.1f} ms/frame", "")]
+    if "warp_ms_per_frame" in a:
+        rows.append(("animate: mesh warp", setting, f"{a['warp_ms_per_frame']:.1f} ms/frame", ""))
+    rows += [("animate: ReferenceNet", f"{setting}, once per clip", f"{a['reference_ms_per_clip']:.1f} ms", ""),
              ("animate: one denoising step", setting, f"{a['denoise_step_ms_per_frame']:.1f} ms/frame", ""),
              ("animate: whole frame", f"{setting}, {a['steps']} step(s)", f"{1000 * a['seconds_per_frame']:.1f} ms/frame",
               f"{a['frames_per_s']:.1f} frames/s")]

@@ -23,7 +23,7 @@ from onehead.outputs import EXISTING_OUTPUT, Output, allowed, check_outputs
 
 MAX_SEED = 2**32 - 1
 MAX_SIZE = 4096
-EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "checkpoints" / "animator-tiny"
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "checkpoints" / "animator-small"
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -171,29 +171,36 @@ def cmd_track(args) -> int:
     return 0
 
 
-def _write_animation(result, video_path, side_by_side_path=None, tile: int = 256):
-    """Write an AnimationResult as a video (and optionally the side-by-side one); returns its
-    uint8 frames (T, H, W, 3)."""
-    from onehead.pixels import frames_to_uint8
+def _write_animation(result, head, video_path, side_by_side_path=None, picture_path=None, tile: int = 256):
+    """Write an AnimationResult as a video, optionally the side-by-side video (reference | driving
+    | mesh warp | output) and a picture of four of its frames; returns the output's uint8 frames
+    (T, H, W, 3)."""
+    import numpy as np
+
+    from onehead.data.images import save_image
     from onehead.data.video import write_video
-    from onehead.render.visualize import control_rgb, side_by_side
+    from onehead.pixels import frames_to_uint8
+    from onehead.render.visualize import side_by_side
 
     frames = frames_to_uint8(result.frames)
     fps = float(result.tracking.fps)
     write_video(video_path, frames, fps=fps)
-    if side_by_side_path:
+    if side_by_side_path or picture_path:
         columns = [("reference", result.reference)]
         if result.driving_frames is not None:
             columns.append(("driving", result.driving_frames))
-        if result.control_maps is not None:
-            columns.append(("control signal", control_rgb(result.control_maps)))
-        columns.append(("output", result.frames))
-        write_video(side_by_side_path, side_by_side(columns, tile=tile), fps=fps)
+        columns += [("mesh warp (baseline)", result.mesh_warp(head)), ("output", result.frames)]
+        sheets = side_by_side(columns, tile=tile)
+        if side_by_side_path:
+            write_video(side_by_side_path, sheets, fps=fps)
+        if picture_path:
+            rows = np.linspace(0, len(sheets) - 1, min(4, len(sheets))).round().astype(int)
+            save_image(picture_path, np.concatenate(sheets[rows], axis=0))
     return frames
 
 
 DEMO_FILES = {"astronaut_tracking.npz": "tracking", "astronaut_tracking.png": "picture",
-              "animation.mp4": "video", "side_by_side.mp4": "video"}
+              "animation.mp4": "video", "side_by_side.mp4": "video", "side_by_side.png": "picture"}
 
 
 def cmd_demo(args) -> int:
@@ -237,11 +244,12 @@ def cmd_demo(args) -> int:
     result = animator.animate(image, driving, progress=not args.quiet)
     seconds = time.perf_counter() - start
     print(_lost_frames(result.tracking.valid, f"driving ({what})"))
-    frames = _write_animation(result, out / "animation.mp4", out / "side_by_side.mp4")
+    frames = _write_animation(result, head, out / "animation.mp4", out / "side_by_side.mp4", out / "side_by_side.png")
     print(f"demo: animated the astronaut with {what}: {len(frames)} frames in {seconds:.1f} s "
-          f"(tracking, control maps, {animator.describe().get('steps', '?')} denoising steps)")
-    print(f"  {out / 'animation.mp4'}  the animation ({frames.shape[2]}x{frames.shape[1]}, embedded tiny model)")
-    print(f"  {out / 'side_by_side.mp4'}  reference | driving | control signal | output")
+          f"(tracking, control maps, mesh warp, {animator.describe().get('steps', '?')} denoising steps)")
+    print(f"  {out / 'animation.mp4'}  the animation ({frames.shape[2]}x{frames.shape[1]}, the embedded default model)")
+    print(f"  {out / 'side_by_side.mp4'}  reference | driving | mesh warp (the baseline) | output")
+    print(f"  {out / 'side_by_side.png'}  four frames of it")
     return 0
 
 
@@ -315,10 +323,10 @@ def cmd_animate(args) -> int:
                               camera="driving" if args.driving_camera else None, progress=not args.quiet, **settings)
     seconds = time.perf_counter() - start
     print(_lost_frames(result.tracking.valid, f"driving {args.driving}"))
-    frames = _write_animation(result, args.out, args.side_by_side, tile=args.tile)
+    frames = _write_animation(result, animator.head, args.out, args.side_by_side, tile=args.tile)
     print(f"animated {len(frames)} frames at {frames.shape[1]}x{frames.shape[2]} in {seconds:.1f} s -> {args.out}")
     if args.side_by_side:
-        print(f"side by side (reference | driving | control | output) -> {args.side_by_side}")
+        print(f"side by side (reference | driving | mesh warp | output) -> {args.side_by_side}")
     return 0
 
 
@@ -471,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_track)
 
     p = command("demo", "the main job on the embedded defaults: track and animate a real portrait",
-                "Writes astronaut_tracking.npz, astronaut_tracking.png, animation.mp4 and side_by_side.mp4 into "
+                "Writes astronaut_tracking.npz, astronaut_tracking.png, animation.mp4, side_by_side.mp4 and side_by_side.png into "
                 "the output folder; other files there are left alone. ")
     p.add_argument("--out", default="onehead_demo", help="output folder (created if needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -534,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="outside the head: the model's output, or the reference pasted back (default: the "
                         "model's setting)")
     p.add_argument("--side-by-side", default=None,
-                   help=f"also write a video of reference | driving | control signal (what the model is "
-                        f"conditioned on) | output here ({allowed('video')})")
+                   help=f"also write a video of reference | driving | mesh warp (the baseline to beat) | "
+                        f"output here ({allowed('video')})")
     p.add_argument("--tile", type=SIZE, default=256,
                    help=f"size in pixels of each picture in the side-by-side video, 16 to {MAX_SIZE}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -162,7 +162,7 @@ def test_sampler_recovers_the_clean_frames_from_an_oracle(head, monkeypatch):
     alphas = DDPMScheduler(**animator.scheduler_config()).alphas_cumprod
     seen = []
 
-    def oracle(latents, timesteps, context, control):
+    def oracle(latents, timesteps, context, control, warp=None):
         index = control[:, 0, 0, 0].long()  # the test's control maps carry their frame number
         seen.append(latents.shape[0])
         ab = alphas[timesteps].view(-1, 1, 1, 1)

@@ -222,6 +222,8 @@ def _number_duplicates(methods: list[Method]) -> None:
 def _prepared(cache: dict, portrait: _Portrait, head, resolution: int, size: int):
     """The reference tracked and cropped once per head at the evaluation size; other resolutions
     are that crop resized (the same framing for every method)."""
+    import cv2
+
     from onehead.pipelines.reenactment import prepare_reference
 
     key = (portrait.name, id(head), resolution)
@@ -230,7 +232,10 @@ def _prepared(cache: dict, portrait: _Portrait, head, resolution: int, size: int
         if base not in cache:
             cache[base] = prepare_reference(portrait.image, head, size)
         if resolution != size:
-            cache[key] = prepare_reference(cache[base].image, head, resolution, cache[base].tracking)
+            resized = prepare_reference(cache[base].image, head, resolution, cache[base].tracking)
+            resized.foreground = cv2.resize(cache[base].foreground, (resolution, resolution),
+                                            interpolation=cv2.INTER_AREA if resolution < size else cv2.INTER_LINEAR)
+            cache[key] = resized
     return cache[key]
 
 

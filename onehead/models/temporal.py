@@ -58,6 +58,10 @@ class TemporalLayers(nn.Module):
         self.enabled = True
         self._handles = [block.register_forward_hook(self._hook(layer)) for block, layer in zip(blocks, self.layers)]
 
+    def untrained(self) -> bool:
+        """True while every output projection is zero: the layers then add exactly nothing."""
+        return all(not layer.proj_out.weight.any() and not layer.proj_out.bias.any() for layer in self.layers)
+
     @staticmethod
     def _transformer_blocks(unet) -> list:
         from diffusers.models.transformers.transformer_2d import Transformer2DModel

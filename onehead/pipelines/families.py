@@ -64,7 +64,7 @@ register_family("onehead-animator", "one-shot", "animator.json",
                 training="onehead.training.gaussian_diffusion:GaussianDiffusionFamily")
 
 # the embedded default model, shipped inside the package (a plain `pip install .` has it)
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "animator-tiny"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "animator-small"
 
 
 def default_model_dir() -> Path:

@@ -71,14 +71,15 @@ class GaussianDiffusionAnimator(Animator):
         model = GaussianDiffusionModel.load_weights(directory, config, head)
         return cls(model.eval(), replace(inference, "inference settings", **settings) if settings else inference)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """animator.json, both UNets and the VAE in diffusers folders, onehead's parts in one
-        safetensors file; written to a temporary folder beside the target, then moved into place."""
+        safetensors file; written to a temporary folder beside the target, then moved into place.
+        dtype=torch.float16 stores the weights at half the size (they load as float32)."""
         config = to_dict(self.model.config)
         config["sd_path"] = None  # the folder is self-contained
         with atomic_path(directory) as tmp:
             tmp.mkdir()
-            self.model.save_weights(tmp)
+            self.model.save_weights(tmp, dtype)
             (tmp / CONFIG_FILE).write_text(json.dumps(
                 {"kind": KIND, "format": FORMAT, "model": config, "inference": to_dict(self.inference)}, indent=2))
         return Path(directory)
@@ -106,7 +107,7 @@ class GaussianDiffusionAnimator(Animator):
     def reenact(self, reference, motion, *, progress: bool = False, **settings) -> Reenactment:
         """A prepared reference and motion -> frames (T, 3, S, S) in [0, 1] and control maps
         (T, C, S, S), on the CPU. settings: InferenceSettings fields for this call."""
-        from onehead.pipelines.reenactment import head_region, paste_back
+        from onehead.pipelines.reenactment import grown_region, head_region, paste_back
 
         run = replace(self.inference, "inference settings", **settings) if settings else self.inference
         params, K, w2c = self.motion_inputs(motion)
@@ -116,8 +117,11 @@ class GaussianDiffusionAnimator(Animator):
         base = self.model.warp_base(ref, params, K, w2c) if self.model.config.correct_warp else None
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
         if run.background == "reference":
-            region = head_region(self.head, [reference.tracking, motion.tracking], self.resolution,
-                                 run.background_margin)
+            if base is not None:  # the warp has rendered both head masks already
+                region = grown_region([base.reference_covered, base.covered], run.background_margin)
+            else:
+                region = head_region(self.head, [reference.tracking, motion.tracking], self.resolution,
+                                     run.background_margin)
             frames = paste_back(frames, ref.image[0], region.to(frames.device))
         return Reenactment(frames.cpu(), control[:, :self.model.config.control_channels].cpu())
 
@@ -126,7 +130,10 @@ class GaussianDiffusionAnimator(Animator):
         """A prepared Reference -> its image (1, 3, S, S) in [0, 1], parameters and camera on the model's device."""
         image = torch.as_tensor(reference.image, device=self.device).permute(2, 0, 1).float()[None] / 255
         params, K, world_to_cam = self.motion_inputs(reference)
-        return ReferenceInputs(image, params, K, world_to_cam)
+        foreground = reference.foreground
+        if foreground is not None:
+            foreground = torch.as_tensor(foreground, device=self.device).float()[None, None]
+        return ReferenceInputs(image, params, K, world_to_cam, foreground)
 
     def motion_inputs(self, motion) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """Head-model parameters (T, ...), K and world_to_cam of a Motion (or Reference) on the model's device."""

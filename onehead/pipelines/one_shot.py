@@ -37,6 +37,16 @@ class AnimationResult:
     tracking: object  # onehead.data.tracking_file.Tracking of the rendered motion (output camera)
     reference: torch.Tensor  # (3, S, S) the reference as the model saw it (cropped, resized)
     driving_frames: np.ndarray | None = None  # (T, H, W, 3) uint8 when the driving input was a video
+    reference_tracking: object = None  # Tracking of `reference` (one frame, at its camera)
+
+    def mesh_warp(self, head) -> torch.Tensor:
+        """The floor to compare with: the reference warped by the same motion, holes inpainted
+        (onehead.render.warp.fill_warp), (T, 3, S, S) in [0, 1]."""
+        from onehead.pipelines.reenactment import Motion, Reference, mesh_warp
+        from onehead.pixels import frames_to_uint8
+
+        reference = Reference(frames_to_uint8(self.reference[None])[0], self.reference_tracking)
+        return mesh_warp(reference, Motion(self.tracking, None), head)
 
 
 class Animator:
@@ -107,4 +117,4 @@ class Animator:
         out = self.reenact(ref, motion, progress=progress, **settings)
         image = torch.from_numpy(ref.image).permute(2, 0, 1).float() / 255
         return AnimationResult(frames=out.frames, control_maps=out.control_maps, tracking=motion.tracking,
-                               reference=image, driving_frames=motion.frames)
+                               reference=image, driving_frames=motion.frames, reference_tracking=ref.tracking)

@@ -27,6 +27,8 @@ from onehead.head import MOTION_PARAM_NAMES
 class Reference:
     image: np.ndarray  # (S, S, 3) uint8, framed like onehead's data (onehead.data.prepare)
     tracking: Tracking  # one frame, at the camera of `image`
+    foreground: np.ndarray | None = None  # (S, S) float in [0, 1]: the person in a photo (mediapipe's
+    # selfie segmentation), whose hair and hat a model may move with the head; None for onehead's frames
 
 
 @dataclass
@@ -62,7 +64,14 @@ def prepare_reference(reference, head, size: int, reference_tracking=None, progr
     affine = crop_affine(box, size)
     crop = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_AREA if affine[0, 0] < 1 else cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_REPLICATE)
-    return Reference(crop, crop_tracking(tracking, affine[None], size))
+    return Reference(crop, crop_tracking(tracking, affine[None], size), person_mask(crop))
+
+
+def person_mask(image: np.ndarray) -> np.ndarray:
+    """(S, S) float in [0, 1]: where the person is in a photo (mediapipe's selfie segmentation)."""
+    from onehead.pipelines.prepare_video import selfie_masks
+
+    return selfie_masks(image[None])[0]
 
 
 def driving_motion(driving, reference: Reference, head, size: int, camera=None, max_frames: int | None = None,
@@ -135,9 +144,14 @@ def head_masks(head, tracking: Tracking, size: int) -> torch.Tensor:
 def head_region(head, trackings: list[Tracking], size: int, margin: float) -> torch.Tensor:
     """The union of the head masks of several trackings (one-frame trackings apply to every frame),
     grown by `margin` of the image size and feathered over half of that: (T, 1, S, S) in [0, 1]."""
-    masks = [head_masks(head, tracking, size) for tracking in trackings]
+    return grown_region([head_masks(head, tracking, size) for tracking in trackings], margin)
+
+
+def grown_region(masks: list[torch.Tensor], margin: float) -> torch.Tensor:
+    """head_region from masks already rendered ((T or 1, 1, S, S) each, e.g. a warp's covered masks)."""
     frames = max(len(m) for m in masks)
-    union = torch.stack([m.expand(frames, -1, -1, -1) for m in masks]).amax(0)
+    size = masks[0].shape[-1]
+    union = torch.stack([m.float().expand(frames, -1, -1, -1) for m in masks]).amax(0)
     grow = max(1, round(margin * size))
     union = F.max_pool2d(union, 2 * grow + 1, stride=1, padding=grow)
     feather = grow // 2
@@ -149,6 +163,25 @@ def head_region(head, trackings: list[Tracking], size: int, margin: float) -> to
 def paste_back(frames: torch.Tensor, reference: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """Frames (T, 3, H, W) inside the region (T, 1, H, W), the reference (3, H, W) outside it."""
     return region * frames + (1 - region) * reference[None]
+
+
+def mesh_warp(reference: Reference, motion: Motion, head, inpaint_radius: int = 3) -> torch.Tensor:
+    """The mesh-warp baseline, (T, 3, S, S) in [0, 1]: the reference warped by the head model's
+    motion, holes inpainted (onehead.render.warp.fill_warp)."""
+    from onehead.render.warp import fill_warp, warp_reference
+
+    image = torch.from_numpy(reference.image).permute(2, 0, 1).float()[None] / 255
+    with torch.no_grad():
+        warp = warp_reference(image, head.faces, _vertices(head, reference.tracking),
+                              torch.as_tensor(reference.tracking.K[0]),
+                              torch.as_tensor(reference.tracking.world_to_cam[0]), _vertices(head, motion.tracking),
+                              torch.as_tensor(motion.tracking.K), torch.as_tensor(motion.tracking.world_to_cam))
+    return fill_warp(image, warp, inpaint_radius)
+
+
+def _vertices(head, tracking: Tracking) -> torch.Tensor:
+    params = {k: torch.as_tensor(v) for k, v in tracking.head_params().items()}
+    return head(**params).vertices
 
 
 def _relative_motion(driving: Tracking, reference: Tracking) -> tuple[np.ndarray, np.ndarray]:

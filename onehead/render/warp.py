@@ -28,6 +28,8 @@ class Warp:
     visible: torch.Tensor  # (N, 1, H, W) 1 where the head covers the pixel and the reference sees it
     covered: torch.Tensor  # (N, 1, H, W) 1 where the head covers the pixel
     reference_covered: torch.Tensor  # (N, 1, H, W) 1 where the head covers the reference
+    grid: torch.Tensor  # (N, H, W, 2) where each covered pixel samples the reference (grid_sample's
+    # [-1, 1] coordinates); the pixel's own position elsewhere
 
 
 def warp_reference(reference: torch.Tensor, faces: torch.Tensor, reference_vertices: torch.Tensor,
@@ -53,25 +55,41 @@ def warp_reference(reference: torch.Tensor, faces: torch.Tensor, reference_verti
         covered = fragments.mask[:, None].to(reference.dtype)
         visible = covered * (seen_depth > 0) * (depth.view_as(seen_depth) <= seen_depth * (1 + depth_tolerance))
         reference_covered = seen.mask[:, None].to(reference.dtype).expand(count, -1, -1, -1)
-        return Warp(colours * visible, visible, covered, reference_covered)
+        inside = covered[:, 0, :, :, None] > 0
+        grid = torch.where(inside, grid, _identity_grid(height, width, grid.device, grid.dtype))
+        return Warp(colours * visible, visible, covered, reference_covered, grid)
 
 
-def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3) -> torch.Tensor:
+def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
+              foreground: torch.Tensor | None = None) -> torch.Tensor:
     """The whole frames (N, 3, H, W) in [0, 1] of a warp of `reference` (1 or N, 3, H, W) in [0, 1]:
     outside the head, the reference with its own head region inpainted; on the head, the warped
-    reference, with the pixels the reference does not see inpainted. 8-bit, like the images."""
-    import cv2
+    reference, with the pixels the reference does not see inpainted. 8-bit, like the images.
 
+    foreground (1 or N, 1, H, W) in [0, 1], the reference's person mask: its parts beside the
+    head (hair, hat, ears, collar) move with the head too (`carry_foreground`), and where they
+    were is inpainted like the head. Without it only the head model's surface moves."""
     references = frames_to_uint8(reference)
-    reference_covered = warp.reference_covered[:, 0].cpu().numpy() > 0
+    reference_moving = warp.reference_covered
+    carried = None
+    if foreground is not None:
+        carried, reference_moving = carry_foreground(reference, warp, foreground)
+        carried_alpha = (carried[1][:, 0] > 0.5).cpu().numpy()
+        carried_colours = frames_to_uint8(carried[0])
+    reference_moving = reference_moving[:, 0].cpu().numpy() > 0
     covered = warp.covered[:, 0].cpu().numpy() > 0
     holes = covered & (warp.visible[:, 0].cpu().numpy() == 0)
     warped = frames_to_uint8(warp.image)
-    shared = len(references) == 1  # one reference: its background is inpainted once
-    background = _inpaint(references[0], reference_covered[0], inpaint_radius) if shared else None
+    # the plate behind what moves: Telea for the head alone; a smooth fill for head and hair
+    fill = _fill_smooth if carried is not None else (lambda image, hole: _inpaint(image, hole, inpaint_radius))
+    shared = len(references) == 1 and len(reference_moving) == 1  # one plate, filled once
+    background = fill(references[0], reference_moving[0]) if shared else None
     out = []
     for i in range(len(warped)):
-        frame = (background if shared else _inpaint(references[i], reference_covered[i], inpaint_radius)).copy()
+        r = 0 if len(references) == 1 else i
+        frame = (background if shared else fill(references[r], reference_moving[min(i, len(reference_moving) - 1)])).copy()
+        if carried is not None:
+            frame[carried_alpha[i]] = carried_colours[i][carried_alpha[i]]
         frame[covered[i]] = warped[i][covered[i]]
         out.append(_inpaint(frame, holes[i], inpaint_radius))
     frames = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
@@ -85,3 +103,95 @@ def _inpaint(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
         return image.copy()
     grown = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8))
     return cv2.inpaint(np.ascontiguousarray(image), grown, radius, cv2.INPAINT_TELEA)
+
+
+def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tensor, reach: float = 0.08,
+                     threshold: float = 0.02, rim: int = 4) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The reference's foreground beside the head, moved by the head's motion extended outward.
+
+    The head's per-pixel motion (warp.grid) is spread beyond the mesh by normalised Gaussian
+    blurring (sigma `reach` of the image size) and fades with distance from the head, so hair
+    next to the head moves with it and the far background stays. Returns ((colours (N, 3, H, W),
+    alpha (N, 1, H, W)) of the carried foreground outside the head mesh, and the reference-side
+    mask (1 or N, 1, H, W) of what moved: the head and the foreground where the motion reaches).
+    Where the moved foreground leaves a gap, the inpainted background shows."""
+    count, _, height, width = warp.covered.shape
+    identity = _identity_grid(height, width, warp.grid.device, warp.grid.dtype)
+    flow = (warp.grid - identity).permute(0, 3, 1, 2)  # zero off the head
+    weight, spread = _spread(warp.covered, flow, reach)
+    grid = identity + (weight * spread).permute(0, 2, 3, 1)
+    source = reference.expand(count, -1, -1, -1) if reference.shape[0] == 1 else reference
+    person = foreground.to(source.dtype)
+    person = person.expand(count, -1, -1, -1) if person.shape[0] == 1 else person
+    colours = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # the person outside the head mesh (far from the head the motion is zero, so it stays); the
+    # head's own pixels come from the mesh warp, except a thin rim (the two silhouettes differ)
+    reference_covered = warp.reference_covered[:foreground.shape[0]]
+    inner = -F.max_pool2d(-reference_covered.float(), 2 * rim + 1, stride=1, padding=rim)
+    person = person * (1 - (inner if inner.shape[0] == count else inner.expand(count, -1, -1, -1)))
+    alpha = F.grid_sample(person, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    alpha = alpha * (1 - warp.covered)
+    reference_weight, _ = _spread(reference_covered, None, reach)
+    moving = torch.maximum(reference_covered, (foreground > 0.5).to(source.dtype) * (reference_weight > threshold))
+    return (colours, alpha), moving
+
+
+def _spread(mask: torch.Tensor, values: torch.Tensor | None, reach: float, low: int = 64):
+    """(how near the mask each pixel is, in [0, 1]; the values averaged over the nearby mask),
+    computed at low resolution and brought back to the mask's size."""
+    size = mask.shape[-2:]
+    small = F.interpolate(mask.float(), size=(low, low), mode="area")
+    sigma = max(reach * low, 0.5)
+    kernel = _gaussian(sigma, mask.device)
+    near = _blur(small, kernel)
+    weight = F.interpolate((near * 4).clamp(0, 1), size=size, mode="bilinear", align_corners=False)
+    if values is None:
+        return weight, None
+    spread = _blur(F.interpolate(values.float() * mask, size=(low, low), mode="area"), kernel)
+    spread = spread / near.clamp(min=1e-4)
+    return weight, F.interpolate(spread, size=size, mode="bilinear", align_corners=False)
+
+
+def _fill_smooth(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Fill a large hole of a uint8 (H, W, 3) image smoothly from its surroundings (push-pull:
+    mask-weighted averages over an image pyramid, coarse levels filling what fine ones lack)."""
+    import cv2
+
+    known = (~hole).astype(np.float32)[..., None]
+    levels = [(image.astype(np.float32) * known, known)]
+    while min(levels[-1][1].shape[:2]) > 4:
+        colours, weights = levels[-1]
+        levels.append((cv2.pyrDown(colours).reshape(-1, (colours.shape[1] + 1) // 2, 3),
+                       cv2.pyrDown(weights).reshape(-1, (weights.shape[1] + 1) // 2, 1)))
+    colours, weights = levels[-1]
+    filled = colours / np.maximum(weights, 1e-6)
+    for colours, weights in reversed(levels[:-1]):
+        up = cv2.resize(filled, (colours.shape[1], colours.shape[0]), interpolation=cv2.INTER_LINEAR)
+        trust = np.clip(weights, 0, 1)
+        filled = np.where(weights > 1e-6, colours / np.maximum(weights, 1e-6), 0) * trust + up * (1 - trust)
+    out = image.copy()
+    out[hole] = np.clip(filled[hole] + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _gaussian(sigma: float, device) -> torch.Tensor:
+    radius = int(3 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def _blur(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with zero padding, per channel."""
+    channels, radius = images.shape[1], len(kernel) // 2
+    horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    images = F.conv2d(images, horizontal, padding=(0, radius), groups=channels)
+    return F.conv2d(images, vertical, padding=(radius, 0), groups=channels)
+
+
+def _identity_grid(height: int, width: int, device, dtype) -> torch.Tensor:
+    """(H, W, 2) grid_sample coordinates of the pixel centres (align_corners=False)."""
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width * 2 - 1
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)

@@ -196,10 +196,10 @@ def inference_overrides(assignments: list[str]) -> dict:
     return settings
 
 
-def export_model_folder(source: Path, out: Path, settings: dict):
+def export_model_folder(source: Path, out: Path, settings: dict, half: bool = False):
     """Load the model folder `source` with `settings` applied and write it to `out`: atomically, and
-    only after the written folder loads back with the same weights and settings (CheckpointError
-    otherwise). Returns the exported GaussianDiffusionAnimator."""
+    only after the written folder loads back with the same weights (rounded to float16 with `half`)
+    and settings (CheckpointError otherwise). Returns the exported GaussianDiffusionAnimator."""
     import torch
 
     from onehead.config import to_dict
@@ -209,11 +209,14 @@ def export_model_folder(source: Path, out: Path, settings: dict):
 
     animator = GaussianDiffusionAnimator.from_pretrained(source, **settings)
     with atomic_path(out) as tmp:
-        animator.save_pretrained(tmp)
+        animator.save_pretrained(tmp, torch.float16 if half else None)
         loaded = GaussianDiffusionAnimator.from_pretrained(tmp)
         if to_dict(loaded.inference) != to_dict(animator.inference):
             raise CheckpointError(f"{out}: the written inference settings do not read back as exported")
         expected, written = animator.model.state_dict(), loaded.model.state_dict()
+        if half:
+            expected = {k: v.half().to(v.dtype) if v.is_floating_point() and not k.startswith("head.") else v
+                        for k, v in expected.items()}  # the head model is not saved: it is rebuilt
         bad = [k for k in expected if k not in written or not torch.equal(expected[k], written[k])]
         if bad or written.keys() != expected.keys():
             raise CheckpointError(f"{out}: the written weights do not read back as exported (e.g. {(bad or ['?'])[0]})")

@@ -111,17 +111,32 @@ class GaussianDiffusionModel(nn.Module):
         vae = AutoencoderKL.from_pretrained(root / "vae")
         return cls(config, head, denoising_unet=unet, reference_unet=reference, codec=VaeCodec(vae))
 
-    def save_weights(self, folder: Path) -> None:
-        """Both UNets (and the VAE) as diffusers folders, onehead's parts in one safetensors file."""
+    def save_weights(self, folder: Path, dtype: torch.dtype | None = None) -> None:
+        """Both UNets (and the VAE) as diffusers folders, onehead's parts in one safetensors file.
+        dtype (e.g. torch.float16): store floating-point weights in it (loading gives float32)."""
         from safetensors.torch import save_file
 
         from onehead.models.gaussian_diffusion.config import KIND
 
-        self.denoising_unet.save_pretrained(folder / "denoising_unet", safe_serialization=True)
-        self.reference_unet.save_pretrained(folder / "reference_unet", safe_serialization=True)
+        def stored(net):
+            if dtype is None:
+                return net
+            copied = copy.deepcopy(net)
+            for tensor in [*copied.parameters(), *copied.buffers()]:  # not .to(): diffusers warns on it
+                if tensor.is_floating_point():
+                    tensor.data = tensor.data.to(dtype)
+            return copied
+
+        stored(self.denoising_unet).save_pretrained(folder / "denoising_unet", safe_serialization=True)
+        stored(self.reference_unet).save_pretrained(folder / "reference_unet", safe_serialization=True)
         if isinstance(self.codec, VaeCodec):
-            self.codec.vae.save_pretrained(folder / "vae", safe_serialization=True)
-        state = {f"{name}.{k}": v.detach().contiguous().cpu() for name in self.own_parts
+            stored(self.codec.vae).save_pretrained(folder / "vae", safe_serialization=True)
+
+        def tensor(v):
+            v = v.detach().contiguous().cpu()
+            return v.to(dtype) if dtype is not None and v.is_floating_point() else v
+
+        state = {f"{name}.{k}": tensor(v) for name in self.own_parts
                  for k, v in getattr(self, name).state_dict().items()}
         save_file(state, folder / WEIGHTS_FILE, metadata={"kind": KIND})
 
@@ -160,6 +175,7 @@ class GaussianDiffusionModel(nn.Module):
             except RuntimeError as exc:
                 reason = str(exc).splitlines()[0][:200]
                 raise CheckpointError(f"{folder}: {name} does not fit this head model or config ({reason})") from None
+        model.temporal.enabled = not model.temporal.untrained()  # untrained layers are skipped: exactly the same
         return model
 
     # ------------------------------------------------------------------ training set-up
@@ -230,7 +246,8 @@ class GaussianDiffusionModel(nn.Module):
     def warp_base(self, reference: "ReferenceInputs", params: dict, K: torch.Tensor, world_to_cam: torch.Tensor,
                   chunk: int = 32) -> "WarpBase":
         """What a correct_warp model corrects: the reference warped to each target (N, ...) by the
-        head model and filled (onehead.render.warp.fill_warp), with where it is visible and covered."""
+        head model and filled (onehead.render.warp.fill_warp; with the reference's foreground, its
+        hair and hat move with the head), with where it is visible and covered."""
         size = self.config.resolution
         parts = []
         with torch.no_grad():
@@ -243,8 +260,13 @@ class GaussianDiffusionModel(nn.Module):
                 warp = warp_reference(image, self.head.faces, self.head(**ref.params).vertices, ref.K,
                                       ref.world_to_cam, self.head(**{k: v[rows] for k, v in params.items()}).vertices,
                                       K[rows], world_to_cam[rows])
-                parts.append(WarpBase(fill_warp(image, warp), warp.visible, warp.covered))
-        return WarpBase(*(torch.cat(p) for p in zip(*((b.image, b.visible, b.covered) for b in parts))))
+                shared = warp.reference_covered[:1] if image.shape[0] == 1 else warp.reference_covered
+                parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground), warp.visible,
+                                      warp.covered, shared))
+        reference_covered = (parts[0].reference_covered if reference.image.shape[0] == 1
+                             else torch.cat([b.reference_covered for b in parts]))
+        return WarpBase(torch.cat([b.image for b in parts]), torch.cat([b.visible for b in parts]),
+                        torch.cat([b.covered for b in parts]), reference_covered)
 
     def warp_condition(self, base: "WarpBase") -> tuple[torch.Tensor, torch.Tensor]:
         """(the warp's latents (N, c, h, w), the warp encoder's input (N, c + 2 f^2, h, w))."""
@@ -313,6 +335,7 @@ class WarpBase:
     image: torch.Tensor  # (N, 3, H, W) in [0, 1]
     visible: torch.Tensor  # (N, 1, H, W) 1 where the head covers the pixel and the reference sees it
     covered: torch.Tensor  # (N, 1, H, W) 1 where the head covers the pixel
+    reference_covered: torch.Tensor  # (N or 1, 1, H, W) 1 where the head covers the reference
 
 
 @dataclass
@@ -323,19 +346,21 @@ class ReferenceInputs:
     params: dict  # head-model parameters, each (1 or N, ...)
     K: torch.Tensor  # (1 or N, 3, 3)
     world_to_cam: torch.Tensor  # (1 or N, 4, 4)
+    foreground: torch.Tensor | None = None  # (1 or N, 1, H, W) the person in a photo (Reference.foreground)
 
     def rows(self, rows: slice) -> "ReferenceInputs":
         if self.image.shape[0] == 1:
             return self
         return ReferenceInputs(self.image[rows], {k: v[rows] for k, v in self.params.items()},
-                               self.K[rows], self.world_to_cam[rows])
+                               self.K[rows], self.world_to_cam[rows],
+                               None if self.foreground is None else self.foreground[rows])
 
     def repeat(self, times: int) -> "ReferenceInputs":
         """Each row repeated `times` times (one per frame of its clip)."""
         def rep(x):
-            return x.repeat_interleave(times, 0)
+            return None if x is None else x.repeat_interleave(times, 0)
         return ReferenceInputs(rep(self.image), {k: rep(v) for k, v in self.params.items()}, rep(self.K),
-                               rep(self.world_to_cam))
+                               rep(self.world_to_cam), rep(self.foreground))
 
 
 @contextlib.contextmanager
