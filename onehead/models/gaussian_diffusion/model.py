@@ -62,6 +62,9 @@ class GaussianDiffusionModel(nn.Module):
             denoising_unet = UNet2DConditionModel(
                 sample_size=config.resolution // factor, in_channels=self.codec.latent_channels,
                 out_channels=self.codec.latent_channels, **config.unet)
+            if config.correct_warp:  # a new model predicts no correction: it starts as the mesh warp
+                nn.init.zeros_(denoising_unet.conv_out.weight)
+                nn.init.zeros_(denoising_unet.conv_out.bias)
         if reference_unet is None:
             reference_unet = UNet2DConditionModel.from_config(denoising_unet.config)
             reference_unet.load_state_dict(denoising_unet.state_dict())

@@ -1,0 +1,197 @@
+"""The warp-correcting Animator (GaussianDiffusionConfig.correct_warp) and the warp it corrects:
+fill_warp, the foreground carried with the head, the smooth plate fill, the small preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from onehead.errors import ConfigError
+from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
+from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
+from onehead.render.warp import Warp, _fill_smooth, _identity_grid, carry_foreground, fill_warp
+
+UNET = dict(
+    layers_per_block=1, block_out_channels=(16, 32, 32),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+)
+
+
+def _correcting(head, **settings) -> GaussianDiffusionAnimator:
+    torch.manual_seed(0)
+    config = GaussianDiffusionConfig.from_preset("small", resolution=64, pixel_factor=4, control_resolution=32,
+                                                 uv_resolution=32, unet=UNET, guider_channels=(8, 16))
+    inference = InferenceSettings(window=3, window_overlap=1, **{"steps": 2, "initial_latent": "zeros",
+                                                                 "background": "generated", **settings})
+    return GaussianDiffusionAnimator.from_config(config, inference, head)
+
+
+@pytest.fixture(scope="module")
+def pair(head, tmp_path_factory):
+    """A synthetic reference and a 4-frame motion of the same head, at 64 px."""
+    from onehead.data.sequence import open_sequence
+    from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.pipelines.reenactment import Motion, driving_motion, prepare_reference
+
+    out = tmp_path_factory.mktemp("warp-correction")
+    synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=4, views=1, size=64, texture_size=64,
+                                       progress=False))
+    view = open_sequence(out / "id000_s00").views["cam00"]
+    reference = prepare_reference(view.frame(0), head, 64, view.tracking)
+    motion = driving_motion(view.tracking, reference, head, 64, camera="driving")
+    return reference, Motion(motion.tracking, None)
+
+
+def test_a_new_correcting_model_is_exactly_the_mesh_warp(head, pair):
+    """Zero-initialised UNet output and warp encoder: the sampled correction is zero, so the frames
+    are the filled warp, which without a foreground is the mesh-warp baseline."""
+    from onehead.evaluation.baselines import mesh_warp
+
+    animator = _correcting(head)
+    reference, motion = pair
+    frames = animator.reenact(reference, motion).frames
+    torch.testing.assert_close(frames, mesh_warp(reference, motion, head), atol=1e-5, rtol=0)
+    assert frames.shape == (4, 3, 64, 64)
+
+
+def test_the_correction_is_added_to_the_warp(head, pair):
+    """A trained-like model changes the frames, by a correction decoded from latent space."""
+    animator = _correcting(head)
+    with torch.no_grad():
+        animator.model.denoising_unet.conv_out.weight.normal_(0, 0.02)
+        animator.model.warp_encoder.weight.normal_(0, 0.02)
+    reference, motion = pair
+    frames = animator.reenact(reference, motion).frames
+    ref = animator.reference_inputs(reference)
+    params, K, w2c = animator.motion_inputs(motion)
+    base = animator.model.warp_base(ref, params, K, w2c).image
+    assert (frames - base).abs().max() > 1e-3
+    assert frames.min() >= 0 and frames.max() <= 1
+
+
+def test_denoise_and_sample_need_the_warp(head, pair):
+    animator = _correcting(head)
+    model = animator.model
+    latents = torch.zeros(2, model.codec.latent_channels, 16, 16)
+    context = model.context("synthetic").expand(2, -1, -1)
+    with pytest.raises(ConfigError, match="warp"):
+        model.denoise(latents, torch.tensor([999, 999]), context, torch.zeros(2, 8, 32, 32))
+    with pytest.raises(ConfigError, match="warp"):
+        animator.sample(torch.rand(1, 3, 64, 64), torch.zeros(1, 2, 8, 32, 32))
+
+
+def test_control_maps_are_splatted_at_the_control_resolution(head, pair):
+    animator = _correcting(head)
+    params, K, w2c = animator.motion_inputs(pair[1])
+    with torch.no_grad():
+        control = animator.model.control_maps(params, K, w2c)
+    assert control.shape == (4, 8, 32, 32)
+    with pytest.raises(ConfigError, match="warp_guidance"):
+        GaussianDiffusionConfig.from_preset("small", warp_guidance=True)
+
+
+def test_the_small_preset_is_256_pixels_with_32x32_latents():
+    config = GaussianDiffusionConfig.from_preset("small")
+    assert config.resolution == 256 and config.pixel_factor == 8 and config.correct_warp
+    assert config.control_size == 64
+
+
+def test_save_and_load_keep_the_warp_encoder(head, pair, tmp_path):
+    animator = _correcting(head)
+    with torch.no_grad():
+        animator.model.warp_encoder.weight.normal_(0, 0.02)
+    animator.save_pretrained(tmp_path / "model")
+    loaded = GaussianDiffusionAnimator.from_pretrained(tmp_path / "model", head=head)
+    assert torch.equal(loaded.model.warp_encoder.weight, animator.model.warp_encoder.weight)
+    reference, motion = pair
+    torch.testing.assert_close(loaded.reenact(reference, motion).frames, animator.reenact(reference, motion).frames)
+
+
+def test_half_precision_folders_load_as_float32(head, tmp_path):
+    animator = _correcting(head)
+    animator.save_pretrained(tmp_path / "full")
+    animator.save_pretrained(tmp_path / "half", torch.float16)
+    size = lambda folder: sum(f.stat().st_size for f in folder.rglob("*.safetensors"))  # noqa: E731
+    assert size(tmp_path / "half") < 0.6 * size(tmp_path / "full")
+    loaded = GaussianDiffusionAnimator.from_pretrained(tmp_path / "half", head=head)
+    weight = loaded.model.denoising_unet.conv_in.weight
+    assert weight.dtype == torch.float32
+    assert torch.equal(weight, animator.model.denoising_unet.conv_in.weight.half().float())
+
+
+def test_untrained_temporal_layers_are_skipped_and_change_nothing(head, pair, tmp_path):
+    animator = _correcting(head)
+    animator.save_pretrained(tmp_path / "model")
+    loaded = GaussianDiffusionAnimator.from_pretrained(tmp_path / "model", head=head)
+    assert loaded.model.temporal.untrained() and not loaded.model.temporal.enabled
+    reference, motion = pair
+    skipped = loaded.reenact(reference, motion).frames
+    loaded.model.temporal.enabled = True
+    torch.testing.assert_close(loaded.reenact(reference, motion).frames, skipped, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        animator.model.temporal.layers[0].proj_out.bias.fill_(0.1)
+    animator.save_pretrained(tmp_path / "trained")
+    assert GaussianDiffusionAnimator.from_pretrained(tmp_path / "trained", head=head).model.temporal.enabled
+
+
+# ----------------------------------------------------------------------------- the warp itself
+def _disk(size: int, centre_x: float, radius: float) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    return (((xs - centre_x) ** 2 + (ys - size / 2) ** 2) < radius ** 2).float()[None, None]
+
+
+def _translated_head(size=64, shift=6):
+    """A 'head' disk that moved `shift` pixels to the right, a hair ring around it in the
+    reference, and the Warp a mesh warp would give for that motion."""
+    reference_head = _disk(size, size / 2, 12)
+    hair = _disk(size, size / 2, 18) - reference_head
+    image = torch.zeros(1, 3, size, size)
+    image[:, 0] = 0.8 * reference_head[0, 0]  # red head
+    image[:, 1] = 0.7 * hair[0, 0]  # green hair
+    image[:, 2] = 0.5  # blue backdrop everywhere
+    covered = _disk(size, size / 2 + shift, 12)
+    identity = _identity_grid(size, size, "cpu", torch.float32)
+    grid = identity.clone()
+    grid[..., 0] -= 2 * shift / size  # each covered pixel samples `shift` pixels to its left
+    grid = torch.where(covered[0, 0, :, :, None] > 0, grid, identity)[None]
+    warped = torch.nn.functional.grid_sample(image, grid, align_corners=False) * covered
+    warp = Warp(warped, covered, covered, reference_head, grid)
+    return image, warp, reference_head + hair, hair
+
+
+def test_the_foreground_beside_the_head_moves_with_it():
+    image, warp, person, hair = _translated_head()
+    frames = fill_warp(image, warp, foreground=person)
+    moved_hair = torch.roll(hair, 6, dims=-1)[0, 0] > 0
+    near = moved_hair & (_disk(64, 38, 15)[0, 0] > 0)  # the hair ring's inner part, where the motion is whole
+    assert frames[0, 1][near].mean() > 0.6  # green hair where the moved ring is
+    far = _disk(64, 32, 28)[0, 0] == 0
+    torch.testing.assert_close(frames[0][:, far], image[0][:, far], atol=1 / 255, rtol=0)  # backdrop stays
+    plain = fill_warp(image, warp)  # without the foreground the hair stays where it was
+    left_behind = (hair[0, 0] > 0) & (warp.covered[0, 0] == 0)
+    assert plain[0, 1][left_behind].mean() > 0.6 and plain[0, 1][near].mean() < frames[0, 1][near].mean()
+
+
+def test_carry_foreground_marks_what_moved():
+    image, warp, person, _ = _translated_head()
+    (colours, alpha), moving = carry_foreground(image, warp, person)
+    assert colours.shape == (1, 3, 64, 64) and alpha.shape == (1, 1, 64, 64)
+    assert float(alpha[warp.covered > 0].max()) == 0  # the head itself comes from the mesh warp
+    assert bool((moving >= warp.reference_covered).all())  # the head always counts as moving
+    assert float(moving[person == 0].max()) == 0  # the backdrop never does
+
+
+def test_fill_smooth_fills_from_the_surroundings():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:, :20] = 50
+    image[:, 20:] = 150
+    hole = np.zeros((40, 40), bool)
+    hole[10:30, 10:30] = True
+    filled = _fill_smooth(image, hole)
+    assert np.array_equal(filled[~hole], image[~hole])  # the rest untouched
+    inside = filled[hole].astype(int)
+    assert inside.min() >= 50 and inside.max() <= 150  # within the surrounding colours
+    assert filled[20, 11].mean() < filled[20, 28].mean()  # darker near the dark side
