@@ -89,6 +89,15 @@ def test_control_maps_are_splatted_at_the_control_resolution(head, pair):
     with torch.no_grad():
         control = animator.model.control_maps(params, K, w2c)
     assert control.shape == (4, 8, 32, 32)
+    # the same camera: the head lands where a full-resolution splat puts it, at half the scale
+    animator.model.config.control_resolution = None
+    with torch.no_grad():
+        full = animator.model.control_maps(params, K, w2c)
+    animator.model.config.control_resolution = 32
+    covered_low = control.abs().sum(1) > 0.05
+    covered_full = torch.nn.functional.avg_pool2d((full.abs().sum(1, keepdim=True) > 0.05).float(), 2)[:, 0] > 0.5
+    overlap = (covered_low & covered_full).sum() / (covered_low | covered_full).sum()
+    assert overlap > 0.8
     with pytest.raises(ConfigError, match="warp_guidance"):
         GaussianDiffusionConfig.from_preset("small", warp_guidance=True)
 

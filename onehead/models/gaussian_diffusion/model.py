@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onehead.camera import scale_intrinsics
 from onehead.data.sequence import DOMAINS
 from onehead.errors import CheckpointError, ConfigError
 from onehead.head import HEAD_PARAM_NAMES
@@ -229,17 +230,18 @@ class GaussianDiffusionModel(nn.Module):
 
     def control_maps(self, params: dict, K: torch.Tensor, world_to_cam: torch.Tensor,
                      reference: "ReferenceInputs | None" = None, chunk: int = 32) -> torch.Tensor:
-        """Head-model parameters (N, ...) at cameras (N, 3, 3), (N, 4, 4) -> the splatted Gaussian
-        features (N, C, H, W). With warp_guidance, the reference's image warped to each target
+        """Head-model parameters (N, ...) at cameras (N, 3, 3), (N, 4, 4) of the output resolution ->
+        the splatted Gaussian features (N, C, s, s) at the control resolution s. With warp_guidance, the reference's image warped to each target
         (in [-1, 1], 0 where not visible) and its visibility are appended: (N, C + 4, H, W)."""
         if self.config.warp_guidance and reference is None:
             raise ConfigError("this model uses warp guidance: control_maps needs the reference")
-        size = self.config.control_size
+        size, resolution = self.config.control_size, self.config.resolution
+        K_control = K if size == resolution else scale_intrinsics(K, (resolution, resolution), (size, size))
         maps = []
         for start in range(0, K.shape[0], chunk):
             rows = slice(start, start + chunk)
             vertices = self.head(**{k: v[rows] for k, v in params.items()}).vertices
-            features = self.gaussian_field.splat(vertices, K[rows], world_to_cam[rows], size, size).features
+            features = self.gaussian_field.splat(vertices, K_control[rows], world_to_cam[rows], size, size).features
             if self.config.warp_guidance:
                 features = torch.cat([features, self._warp_maps(reference.rows(rows), vertices, K[rows],
                                                                 world_to_cam[rows])], 1)
