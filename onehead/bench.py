@@ -322,7 +322,8 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
 
     frames = frames or 32
     head = load_head_model("basic")
-    animator = Animator.from_pretrained(head=head)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    animator = Animator.from_pretrained(head=head).to(device)
     model, settings = animator.model, animator.inference
     resolution = animator.resolution
     with tempfile.TemporaryDirectory() as out:
@@ -354,23 +355,25 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
             warp = model.warp_condition(base)[1]
         window = min(frames, settings.window)
         latent = resolution // model.codec.factor
-        latents = torch.zeros(window, model.codec.latent_channels, latent, latent)
+        latents = torch.zeros(window, model.codec.latent_channels, latent, latent, device=device)
         context = model.context(settings.domain)
         timed("reference", lambda: model.run_reference(model.codec.encode(reference_inputs.image * 2 - 1), context))
         step_times = []
         for _ in range(5):
             start = time.perf_counter()
-            model.denoise(latents, torch.full((window,), 999), context.expand(window, -1, -1), guide[:window],
-                          None if warp is None else warp[:window])
+            model.denoise(latents, torch.full((window,), 999, device=device), context.expand(window, -1, -1),
+                          guide[:window], None if warp is None else warp[:window])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             step_times.append(time.perf_counter() - start)
         model.bank.clear()
-        all_latents = torch.zeros(frames, model.codec.latent_channels, latent, latent)
+        all_latents = torch.zeros(frames, model.codec.latent_channels, latent, latent, device=device)
         decoded = timed("decode", lambda: model.codec.decode(all_latents))
         if settings.background == "reference":
             timed("paste", lambda: paste_back(decoded, reference_inputs.image[0], head_region(
                 head, [ref.tracking, motion.tracking], resolution, settings.background_margin)))
     per_frame = {f"{name}_ms_per_frame": 1000 * value / frames for name, value in parts.items() if name != "reference"}
-    return {"machine": machine_line(), "model": "embedded default",
+    return {"machine": machine_line(), "model": f"embedded default on {device.type}",
             "resolution": resolution, "steps": settings.steps, "frames": frames,
             "warp_guidance": model.config.warp_guidance, "correct_warp": model.config.correct_warp,
             **per_frame, "reference_ms_per_clip": 1000 * parts["reference"],

@@ -112,6 +112,8 @@ class GaussianDiffusionAnimator(Animator):
         run = replace(self.inference, "inference settings", **settings) if settings else self.inference
         params, K, w2c = self.motion_inputs(motion)
         ref = self.reference_inputs(reference)
+        if not run.carry_foreground:
+            ref.foreground = None
         with torch.no_grad():
             control = self.model.control_maps(params, K, w2c, ref)
         base = self.model.warp_base(ref, params, K, w2c) if self.model.config.correct_warp else None

@@ -98,6 +98,8 @@ class InferenceSettings:
     background: Literal["generated", "reference"] = "generated"  # "reference": outside the head
     # region the output is the reference image (paste-back; right for a static camera and backdrop)
     background_margin: float = 0.08  # the head region grows by this fraction of the image size
+    carry_foreground: bool = True  # correct_warp models: a photo's hair, hat and collar beside the head
+    # move with it in the warp (onehead.render.warp.carry_foreground); False: only the head moves
 
     def __post_init__(self):
         if self.steps < 1:
