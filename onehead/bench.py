@@ -371,7 +371,7 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
         decoded = timed("decode", lambda: model.codec.decode(all_latents))
         if settings.background == "reference":
             timed("paste", lambda: paste_back(decoded, reference_inputs.image[0], head_region(
-                head, [ref.tracking, motion.tracking], resolution, settings.background_margin)))
+                head, [ref.tracking, motion.tracking], resolution, settings.background_margin).to(device)))
     per_frame = {f"{name}_ms_per_frame": 1000 * value / frames for name, value in parts.items() if name != "reference"}
     return {"machine": machine_line(), "model": f"embedded default on {device.type}",
             "resolution": resolution, "steps": settings.steps, "frames": frames,
