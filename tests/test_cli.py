@@ -118,8 +118,11 @@ def test_demo_writes_its_files(capsys, tmp_path):
     animation, _ = read_video(out / "animation.mp4")
     side_by_side, _ = read_video(out / "side_by_side.mp4")
     assert len(animation) == len(side_by_side) >= 100  # the carphone clip has 120 frames
-    assert animation.shape[1:] == (64, 64, 3)
+    assert animation.shape[1:] == (256, 256, 3)
     assert animation.std() > 10 and np.abs(np.diff(animation.astype(int), axis=0)).mean() > 0.5  # moving
+    assert side_by_side.shape[2] == 4 * 256  # reference | driving | mesh warp | output
+    with Image.open(out / "side_by_side.png") as picture:  # four frames of it, one under the other
+        assert picture.size[0] == 4 * 256 and picture.size[1] == 4 * side_by_side.shape[1]
 
 
 def test_synth_and_render_debug_write_their_files(tmp_path, capsys):
