@@ -204,3 +204,31 @@ def test_fill_smooth_fills_from_the_surroundings():
     inside = filled[hole].astype(int)
     assert inside.min() >= 50 and inside.max() <= 150  # within the surrounding colours
     assert filled[20, 11].mean() < filled[20, 28].mean()  # darker near the dark side
+
+
+def test_training_draws_timesteps_from_min_train_timestep(head, pair):
+    from onehead.training.gaussian_diffusion_loss import gaussian_diffusion_loss
+
+    with pytest.raises(ConfigError, match="min_train_timestep"):
+        GaussianDiffusionConfig.from_preset("small", min_train_timestep=1000)
+    torch.manual_seed(0)
+    config = GaussianDiffusionConfig.from_preset("small", resolution=64, pixel_factor=4, control_resolution=32,
+                                                 uv_resolution=32, unet=UNET, guider_channels=(8, 16),
+                                                 min_train_timestep=990)
+    model = GaussianDiffusionAnimator.from_config(config, head=head).model
+    reference, motion = pair
+    image = torch.from_numpy(reference.image).permute(2, 0, 1).float() / 255
+    params = {k: torch.as_tensor(v) for k, v in motion.tracking.head_params().items()}
+    ref_params = {k: torch.as_tensor(v)[0] for k, v in reference.tracking.head_params().items()}
+    batch = {"reference": image[None], "reference_params": {k: v[None] for k, v in ref_params.items()},
+             "reference_K": torch.as_tensor(reference.tracking.K[:1]),
+             "reference_world_to_cam": torch.as_tensor(reference.tracking.world_to_cam[:1]),
+             "target": image[None, None].expand(1, 4, -1, -1, -1), "target_params": {k: v[None] for k, v in params.items()},
+             "K": torch.as_tensor(motion.tracking.K)[None], "world_to_cam": torch.as_tensor(motion.tracking.world_to_cam)[None],
+             "domain": torch.tensor([1])}
+    seen = []
+    model.denoising_unet.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
+    for seed in range(3):
+        loss = gaussian_diffusion_loss(model, batch, torch.Generator().manual_seed(seed))
+        assert torch.isfinite(loss)
+    assert all(int(t.min()) >= 990 for t in seen) and len(seen) == 3

@@ -27,7 +27,8 @@ def gaussian_diffusion_loss(model, batch: dict, generator: torch.Generator | Non
     scheduler = DDPMScheduler(**model.scheduler_config())
     draw_on = generator.device if generator is not None else None
     noise = torch.randn(latents.shape, generator=generator, device=draw_on).to(latents)
-    timesteps = torch.randint(0, model.config.num_train_timesteps, (clips,), generator=generator, device=draw_on)
+    timesteps = torch.randint(model.config.min_train_timestep, model.config.num_train_timesteps, (clips,),
+                              generator=generator, device=draw_on)
     timesteps = timesteps.to(model.device).repeat_interleave(frames)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     velocity = scheduler.get_velocity(latents, noise, timesteps)

@@ -42,6 +42,9 @@ class GaussianDiffusionConfig:
     temporal_heads: int = 4
     image_embed_dim: int | None = None  # size of a user-supplied image embedding (optional extra token)
     num_train_timesteps: int = 1000
+    min_train_timestep: int = 0  # training draws timesteps in [min_train_timestep, num_train_timesteps):
+    # a model sampled in one step from a zero latent (the posterior mean at the last, zero-SNR
+    # timestep) learns only what it uses when this is near the end of the schedule
     beta_schedule: str = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
@@ -62,6 +65,9 @@ class GaussianDiffusionConfig:
         if self.latent == "pixel" and self.resolution % (self.pixel_factor * 4):
             raise ValueError(f"resolution {self.resolution} must be a multiple of {self.pixel_factor * 4} "
                              f"(4 x pixel_factor)")
+        if not 0 <= self.min_train_timestep < self.num_train_timesteps:
+            raise ValueError(f"min_train_timestep must be in [0, {self.num_train_timesteps}), "
+                             f"got {self.min_train_timestep}")
         if self.control_resolution is not None:
             if self.control_resolution < 1:
                 raise ValueError(f"control_resolution must be at least 1, got {self.control_resolution}")
