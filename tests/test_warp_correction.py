@@ -11,13 +11,7 @@ from onehead.errors import ConfigError
 from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
 from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
 from onehead.render.warp import Warp, _fill_smooth, _identity_grid, carry_foreground, fill_warp
-
-UNET = dict(
-    layers_per_block=1, block_out_channels=(16, 32, 32),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-)
+from test_animator import SMALL_UNET as UNET  # the same small UNet as the other Animator tests
 
 
 def _correcting(head, **settings) -> GaussianDiffusionAnimator:
@@ -105,7 +99,7 @@ def test_control_maps_are_splatted_at_the_control_resolution(head, pair):
 def test_the_small_preset_is_256_pixels_with_32x32_latents():
     config = GaussianDiffusionConfig.from_preset("small")
     assert config.resolution == 256 and config.pixel_factor == 8 and config.correct_warp
-    assert config.control_size == 64
+    assert config.control_size == 64 and config.min_train_timestep == 900
 
 
 def test_save_and_load_keep_the_warp_encoder(head, pair, tmp_path):
@@ -232,3 +226,19 @@ def test_training_draws_timesteps_from_min_train_timestep(head, pair):
         loss = gaussian_diffusion_loss(model, batch, torch.Generator().manual_seed(seed))
         assert torch.isfinite(loss)
     assert all(int(t.min()) >= 990 for t in seen) and len(seen) == 3
+
+
+def test_export_with_zero_correction_renders_the_warp_alone(head, pair, tmp_path):
+    from onehead.evaluation.baselines import mesh_warp
+    from onehead.training.gaussian_diffusion import export_model_folder
+
+    animator = _correcting(head)
+    with torch.no_grad():
+        animator.model.denoising_unet.conv_out.weight.normal_(0, 0.02)
+    animator.save_pretrained(tmp_path / "trained")
+    exported = export_model_folder(tmp_path / "trained", tmp_path / "warp-only", {}, zero_correction=True)
+    reference, motion = pair
+    assert not exported.model.denoising_unet.conv_out.weight.any()
+    loaded = GaussianDiffusionAnimator.from_pretrained(tmp_path / "warp-only", head=head)
+    torch.testing.assert_close(loaded.reenact(reference, motion, background="generated").frames,
+                               mesh_warp(reference, motion, head), atol=1e-5, rtol=0)

@@ -196,10 +196,12 @@ def inference_overrides(assignments: list[str]) -> dict:
     return settings
 
 
-def export_model_folder(source: Path, out: Path, settings: dict, half: bool = False):
+def export_model_folder(source: Path, out: Path, settings: dict, half: bool = False, zero_correction: bool = False):
     """Load the model folder `source` with `settings` applied and write it to `out`: atomically, and
     only after the written folder loads back with the same weights (rounded to float16 with `half`)
-    and settings (CheckpointError otherwise). Returns the exported GaussianDiffusionAnimator."""
+    and settings (CheckpointError otherwise). zero_correction: a correct_warp model's UNet output
+    layer is zeroed, so the folder is exactly its warp (an ablation, or a restart point). Returns
+    the exported GaussianDiffusionAnimator."""
     import torch
 
     from onehead.config import to_dict
@@ -208,6 +210,12 @@ def export_model_folder(source: Path, out: Path, settings: dict, half: bool = Fa
     from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
 
     animator = GaussianDiffusionAnimator.from_pretrained(source, **settings)
+    if zero_correction:
+        if not animator.model.config.correct_warp:
+            raise ConfigError(f"{source}: --zero-correction needs a correct_warp model")
+        with torch.no_grad():
+            animator.model.denoising_unet.conv_out.weight.zero_()
+            animator.model.denoising_unet.conv_out.bias.zero_()
     with atomic_path(out) as tmp:
         animator.save_pretrained(tmp, torch.float16 if half else None)
         loaded = GaussianDiffusionAnimator.from_pretrained(tmp)

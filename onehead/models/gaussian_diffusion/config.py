@@ -130,8 +130,9 @@ PRESETS = {
     "tiny": (GaussianDiffusionConfig(), InferenceSettings()),
     # the embedded default: 256x256 on a CPU, correcting the mesh warp
     "small": (GaussianDiffusionConfig(preset="small", resolution=256, pixel_factor=8, control_resolution=64,
-                                      correct_warp=True, unet=dict(SMALL_UNET), guider_channels=(32, 64)),
-              InferenceSettings(steps=2, initial_latent="zeros", domain="synthetic", background="reference")),
+                                      correct_warp=True, unet=dict(SMALL_UNET), guider_channels=(32, 64),
+                                      min_train_timestep=900),
+              InferenceSettings(steps=1, initial_latent="zeros", domain="synthetic", background="reference")),
     "base": (GaussianDiffusionConfig(preset="base", resolution=512, uv_resolution=256, latent="vae", unet={},
                                      guider_channels=(16, 32, 96, 256)),
              InferenceSettings(steps=10, window=14, window_overlap=4)),
