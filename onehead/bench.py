@@ -318,7 +318,8 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
     from onehead.data.synthetic import SynthOptions, synthesize
     from onehead.head.model import load_head_model
     from onehead.pipelines import Animator
-    from onehead.pipelines.reenactment import Motion, driving_motion, head_region, paste_back, prepare_reference
+    from onehead.pipelines.reenactment import (Motion, driving_motion, grown_region, head_region, paste_back,
+                                               prepare_reference)
 
     frames = frames or 32
     head = load_head_model("basic")
@@ -369,9 +370,13 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
         model.bank.clear()
         all_latents = torch.zeros(frames, model.codec.latent_channels, latent, latent, device=device)
         decoded = timed("decode", lambda: model.codec.decode(all_latents))
-        if settings.background == "reference":
-            timed("paste", lambda: paste_back(decoded, reference_inputs.image[0], head_region(
-                head, [ref.tracking, motion.tracking], resolution, settings.background_margin).to(device)))
+        if settings.background == "reference":  # the region as reenact makes it
+            def region():
+                if model.config.correct_warp:
+                    return grown_region([base.reference_covered, base.covered], settings.background_margin)
+                return head_region(head, [ref.tracking, motion.tracking], resolution,
+                                   settings.background_margin).to(device)
+            timed("paste", lambda: paste_back(decoded, reference_inputs.image[0], region()))
     per_frame = {f"{name}_ms_per_frame": 1000 * value / frames for name, value in parts.items() if name != "reference"}
     return {"machine": machine_line(), "model": f"embedded default on {device.type}",
             "resolution": resolution, "steps": settings.steps, "frames": frames,

@@ -242,3 +242,16 @@ def test_export_with_zero_correction_renders_the_warp_alone(head, pair, tmp_path
     loaded = GaussianDiffusionAnimator.from_pretrained(tmp_path / "warp-only", head=head)
     torch.testing.assert_close(loaded.reenact(reference, motion, background="generated").frames,
                                mesh_warp(reference, motion, head), atol=1e-5, rtol=0)
+
+
+def test_grown_region_equals_square_windows():
+    """The separable max and mean passes give exactly the square-window result."""
+    import torch.nn.functional as F
+
+    from onehead.pipelines.reenactment import grown_region
+
+    masks = (torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0)) > 0.97).float()
+    grow = round(0.1 * 64)
+    square = F.max_pool2d(masks, 2 * grow + 1, stride=1, padding=grow)
+    square = F.avg_pool2d(square, 2 * (grow // 2) + 1, stride=1, padding=grow // 2, count_include_pad=False)
+    torch.testing.assert_close(grown_region([masks], 0.1), square, atol=1e-6, rtol=0)
