@@ -130,9 +130,11 @@ class GaussianDiffusionAnimator(Animator):
     # ------------------------------------------------------------------ the pieces
     def reference_inputs(self, reference) -> ReferenceInputs:
         """A prepared Reference -> its image (1, 3, S, S) in [0, 1], parameters and camera on the model's device."""
+        from onehead.pipelines.reenactment import moving_foreground
+
         image = torch.as_tensor(reference.image, device=self.device).permute(2, 0, 1).float()[None] / 255
         params, K, world_to_cam = self.motion_inputs(reference)
-        foreground = reference.foreground
+        foreground = moving_foreground(reference)  # hair and hat, not the torso
         if foreground is not None:
             foreground = torch.as_tensor(foreground, device=self.device).float()[None, None]
         return ReferenceInputs(image, params, K, world_to_cam, foreground)
