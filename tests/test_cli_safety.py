@@ -329,10 +329,10 @@ def test_a_broken_model_folder_is_one_line(capsys, tmp_path, files, model_folder
         config.write_text(json.dumps([data]))
     elif damage == "not json":
         config.write_text("{\"kind\": ")
-    elif damage == "background sky":
-        config.write_text(json.dumps({**data, "background": "sky"}))
+    elif damage == "background sky":  # the embedded folder keeps {"model": ..., "inference": ...}
+        config.write_text(json.dumps({**data, "inference": {**data["inference"], "background": "sky"}}))
     elif damage == "steps zero":
-        config.write_text(json.dumps({**data, "default_steps": 0}))
+        config.write_text(json.dumps({**data, "inference": {**data["inference"], "steps": 0}}))
     elif damage == "truncated weights":
         weights = broken / "animator.safetensors"
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
