@@ -414,11 +414,14 @@ def test_track_reports_lost_frames(capsys, tmp_path):
 def test_help_shows_defaults_and_what_happens_to_existing_outputs(capsys):
     import textwrap
 
+    from onehead.pipelines.families import DEFAULT_MODEL_DIR
+
+    steps = json.loads((DEFAULT_MODEL_DIR / "animator.json").read_text())["inference"]["steps"]
     for command, expected in [
-        ("animate", ["4 for the embedded model", "(default: 256)", "replaced atomically", "never overwritten",
+        ("animate", [f"{steps} for the embedded model", "(default: 256)", "replaced atomically", "never overwritten",
                      ".mp4, .mov"]),
         ("synth", ["(default: 4)", "(default: 2)", "(default: 24)", "(default: 0)", "--overwrite", "swapped in"]),
-        ("eval", ["4 for the embedded model", "identity similarity", "replaced atomically"]),
+        ("eval", [f"{steps} for the embedded model", "identity similarity", "replaced atomically"]),
         ("track", [".npz", "(default: basic)", "replaced atomically"]),
     ]:
         assert main([command, "--help"]) == 0
