@@ -66,9 +66,9 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     outside the head, the reference with its own head region inpainted; on the head, the warped
     reference, with the pixels the reference does not see inpainted. 8-bit, like the images.
 
-    foreground (1 or N, 1, H, W) in [0, 1], the reference's person mask: its parts beside the
-    head (hair, hat, ears, collar) move with the head too (`carry_foreground`), and where they
-    were is inpainted like the head. Without it only the head model's surface moves."""
+    foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
+    hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
+    gets a smooth push-pull fill instead of Telea. Without it only the head model's surface moves."""
     references = frames_to_uint8(reference)
     reference_moving = warp.reference_covered
     carried = None
