@@ -106,7 +106,8 @@ class GaussianDiffusionAnimator(Animator):
 
     def reenact(self, reference, motion, *, progress: bool = False, **settings) -> Reenactment:
         """A prepared reference and motion -> frames (T, 3, S, S) in [0, 1] and control maps
-        (T, C, S, S), on the CPU. settings: InferenceSettings fields for this call."""
+        (T, C, s, s) at the model's control resolution, on the CPU. settings: InferenceSettings
+        fields for this call."""
         from onehead.pipelines.reenactment import grown_region, head_region, paste_back
 
         run = replace(self.inference, "inference settings", **settings) if settings else self.inference

@@ -27,13 +27,13 @@ from onehead.errors import CheckpointError
 @dataclass
 class Reenactment:
     frames: torch.Tensor  # (T, 3, S, S) in [0, 1], on the CPU
-    control_maps: torch.Tensor | None = None  # (T, C, S, S) what conditioned the frames, when there is such a signal
+    control_maps: torch.Tensor | None = None  # (T, C, s, s) what conditioned the frames, when there is such a signal
 
 
 @dataclass
 class AnimationResult:
     frames: torch.Tensor  # (T, 3, S, S) in [0, 1]
-    control_maps: torch.Tensor | None  # (T, C, S, S) the family's control signal, or None
+    control_maps: torch.Tensor | None  # (T, C, s, s) the family's control signal (its own size), or None
     tracking: object  # onehead.data.tracking_file.Tracking of the rendered motion (output camera)
     reference: torch.Tensor  # (3, S, S) the reference as the model saw it (cropped, resized)
     driving_frames: np.ndarray | None = None  # (T, H, W, 3) uint8 when the driving input was a video
