@@ -318,8 +318,7 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
     from onehead.data.synthetic import SynthOptions, synthesize
     from onehead.head.model import load_head_model
     from onehead.pipelines import Animator
-    from onehead.pipelines.reenactment import (Motion, driving_motion, grown_region, head_region, paste_back,
-                                               prepare_reference)
+    from onehead.pipelines.reenactment import Motion, driving_motion, paste_back, prepare_reference
 
     frames = frames or 32
     head = load_head_model("basic")
@@ -350,7 +349,7 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
 
     with torch.no_grad():
         guide = timed("control", lambda: model.control_maps(params, K, w2c, reference_inputs))
-        warp = None
+        warp = base = None
         if model.config.correct_warp:
             base = timed("warp", lambda: model.warp_base(reference_inputs, params, K, w2c))
             warp = model.warp_condition(base)[1]
@@ -371,12 +370,8 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
         all_latents = torch.zeros(frames, model.codec.latent_channels, latent, latent, device=device)
         decoded = timed("decode", lambda: model.codec.decode(all_latents))
         if settings.background == "reference":  # the region as reenact makes it
-            def region():
-                if model.config.correct_warp:
-                    return grown_region([base.reference_covered, base.covered], settings.background_margin)
-                return head_region(head, [ref.tracking, motion.tracking], resolution,
-                                   settings.background_margin).to(device)
-            timed("paste", lambda: paste_back(decoded, reference_inputs.image[0], region()))
+            timed("paste", lambda: paste_back(decoded, reference_inputs.image[0], animator.background_region(
+                ref, motion, base, settings.background_margin).to(device)))
     per_frame = {f"{name}_ms_per_frame": 1000 * value / frames for name, value in parts.items() if name != "reference"}
     return {"machine": machine_line(), "model": f"embedded default on {device.type}",
             "resolution": resolution, "steps": settings.steps, "frames": frames,

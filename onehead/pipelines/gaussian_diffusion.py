@@ -108,7 +108,7 @@ class GaussianDiffusionAnimator(Animator):
         """A prepared reference and motion -> frames (T, 3, S, S) in [0, 1] and control maps
         (T, C, s, s) at the model's control resolution, on the CPU. settings: InferenceSettings
         fields for this call."""
-        from onehead.pipelines.reenactment import grown_region, head_region, paste_back
+        from onehead.pipelines.reenactment import paste_back
 
         run = replace(self.inference, "inference settings", **settings) if settings else self.inference
         params, K, w2c = self.motion_inputs(motion)
@@ -120,15 +120,20 @@ class GaussianDiffusionAnimator(Animator):
         base = self.model.warp_base(ref, params, K, w2c) if self.model.config.correct_warp else None
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
         if run.background == "reference":
-            if base is not None:  # the warp has rendered both head masks already
-                region = grown_region([base.reference_covered, base.covered], run.background_margin)
-            else:
-                region = head_region(self.head, [reference.tracking, motion.tracking], self.resolution,
-                                     run.background_margin)
+            region = self.background_region(reference, motion, base, run.background_margin)
             frames = paste_back(frames, ref.image[0], region.to(frames.device))
         return Reenactment(frames.cpu(), control[:, :self.model.config.control_channels].cpu())
 
     # ------------------------------------------------------------------ the pieces
+    def background_region(self, reference, motion, base: WarpBase | None, margin: float) -> torch.Tensor:
+        """Where the output is kept when the reference is pasted back (T, 1, S, S): the reference's
+        and each frame's head masks, grown by `margin` (from the warp's masks when there is one)."""
+        from onehead.pipelines.reenactment import grown_region, head_region
+
+        if base is not None:  # the warp has rendered both head masks already
+            return grown_region([base.reference_covered, base.covered], margin)
+        return head_region(self.head, [reference.tracking, motion.tracking], self.resolution, margin)
+
     def reference_inputs(self, reference) -> ReferenceInputs:
         """A prepared Reference -> its image (1, 3, S, S) in [0, 1], parameters and camera on the model's device."""
         from onehead.pipelines.reenactment import moving_foreground

@@ -231,8 +231,9 @@ class GaussianDiffusionModel(nn.Module):
     def control_maps(self, params: dict, K: torch.Tensor, world_to_cam: torch.Tensor,
                      reference: "ReferenceInputs | None" = None, chunk: int = 32) -> torch.Tensor:
         """Head-model parameters (N, ...) at cameras (N, 3, 3), (N, 4, 4) of the output resolution ->
-        the splatted Gaussian features (N, C, s, s) at the control resolution s. With warp_guidance, the reference's image warped to each target
-        (in [-1, 1], 0 where not visible) and its visibility are appended: (N, C + 4, H, W)."""
+        the splatted Gaussian features (N, C, s, s) at the control resolution s. With warp_guidance
+        (s is then the output size), the reference's image warped to each target (in [-1, 1], 0
+        where not visible) and its visibility are appended: (N, C + 4, s, s)."""
         if self.config.warp_guidance and reference is None:
             raise ConfigError("this model uses warp guidance: control_maps needs the reference")
         size, resolution = self.config.control_size, self.config.resolution
