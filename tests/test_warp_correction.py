@@ -161,7 +161,10 @@ def _translated_head(size=64, shift=6):
     grid[..., 0] -= 2 * shift / size  # each covered pixel samples `shift` pixels to its left
     grid = torch.where(covered[0, 0, :, :, None] > 0, grid, identity)[None]
     warped = torch.nn.functional.grid_sample(image, grid, align_corners=False) * covered
-    warp = Warp(warped, covered, covered, reference_head, grid)
+    forward = identity.clone()
+    forward[..., 0] += 2 * shift / size  # each reference head pixel lands `shift` pixels to its right
+    forward = torch.where(reference_head[0, 0, :, :, None] > 0, forward, identity)[None]
+    warp = Warp(warped, covered, covered, reference_head, grid, forward)
     return image, warp, reference_head + hair, hair
 
 
@@ -176,6 +179,20 @@ def test_the_foreground_beside_the_head_moves_with_it():
     plain = fill_warp(image, warp)  # without the foreground the hair stays where it was
     left_behind = (hair[0, 0] > 0) & (warp.covered[0, 0] == 0)
     assert plain[0, 1][left_behind].mean() > 0.6 and plain[0, 1][near].mean() < frames[0, 1][near].mean()
+
+
+def test_hair_that_moved_is_not_also_left_behind():
+    """A move larger than the motion's reach: the hair ring goes with the head, and where the
+    ring's far side was, the backdrop shows (no ghost of the hair)."""
+    shift = 10
+    image, warp, person, hair = _translated_head(shift=shift)
+    frames = fill_warp(image, warp, foreground=person)
+    ring = (hair[0, 0] > 0)
+    vacated = ring & ~torch.roll(ring, shift, dims=-1) & (warp.covered[0, 0] == 0)
+    assert vacated.sum() > 20
+    assert frames[0, 1][vacated].mean() < 0.15  # no green left where the hair was
+    moved = torch.roll(ring, shift, dims=-1) & (warp.covered[0, 0] == 0) & (_disk(64, 32 + shift, 15)[0, 0] > 0)
+    assert frames[0, 1][moved].mean() > 0.5  # and the hair's inner part is where it went
 
 
 def test_carry_foreground_marks_what_moved():

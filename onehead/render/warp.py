@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from onehead.camera import project
 from onehead.pixels import frames_to_uint8
-from onehead.render.rasterize import interpolate, rasterize_mesh
+from onehead.render.rasterize import Fragments, interpolate, rasterize_mesh
 
 
 @dataclass
@@ -30,6 +30,8 @@ class Warp:
     reference_covered: torch.Tensor  # (N, 1, H, W) 1 where the head covers the reference
     grid: torch.Tensor  # (N, H, W, 2) where each covered pixel samples the reference (grid_sample's
     # [-1, 1] coordinates); the pixel's own position elsewhere
+    forward: torch.Tensor  # (N, H, W, 2) the other way: where each pixel the head covers in the
+    # reference lands in the output (same coordinates); the pixel's own position elsewhere
 
 
 def warp_reference(reference: torch.Tensor, faces: torch.Tensor, reference_vertices: torch.Tensor,
@@ -55,9 +57,18 @@ def warp_reference(reference: torch.Tensor, faces: torch.Tensor, reference_verti
         covered = fragments.mask[:, None].to(reference.dtype)
         visible = covered * (seen_depth > 0) * (depth.view_as(seen_depth) <= seen_depth * (1 + depth_tolerance))
         reference_covered = seen.mask[:, None].to(reference.dtype).expand(count, -1, -1, -1)
-        inside = covered[:, 0, :, :, None] > 0
-        grid = torch.where(inside, grid, _identity_grid(height, width, grid.device, grid.dtype))
-        return Warp(colours * visible, visible, covered, reference_covered, grid)
+        identity = _identity_grid(height, width, grid.device, grid.dtype)
+        grid = torch.where(covered[:, 0, :, :, None] > 0, grid, identity)
+        if seen.face_index.shape[0] != count:  # one reference for N outputs
+            seen_n = Fragments(*(t.expand(count, *t.shape[1:]) for t in (seen.face_index, seen.bary, seen.depth)))
+        else:
+            seen_n = seen
+        landing = interpolate(seen_n, faces, vertices)  # (N, H, W, 3) the reference's surface points, moved
+        landed, _ = project(landing.flatten(1, 2), K, world_to_cam)
+        forward = torch.stack([(landed[..., 0] + 0.5) / width, (landed[..., 1] + 0.5) / height], -1) * 2 - 1
+        forward = forward.view(-1, height, width, 2).to(reference.dtype)
+        forward = torch.where(reference_covered[:, 0, :, :, None] > 0, forward, identity)
+        return Warp(colours * visible, visible, covered, reference_covered, grid, forward)
 
 
 def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
@@ -106,34 +117,66 @@ def _inpaint(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
 
 
 def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tensor, reach: float = 0.08,
-                     threshold: float = 0.02, rim: int = 4) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+                     threshold: float = 0.02, rim: int = 4,
+                     iterations: int = 6) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The reference's foreground beside the head, moved by the head's motion extended outward.
 
-    The head's per-pixel motion (warp.grid) is spread beyond the mesh by normalised Gaussian
-    blurring (sigma `reach` of the image size) and fades with distance from the head, so hair
-    next to the head moves with it and the far background stays. Returns ((colours (N, 3, H, W),
+    The head's forward motion (warp.forward: where each reference head pixel lands) is spread
+    beyond the head in the reference by normalised Gaussian blurring (sigma `reach` of the image
+    size) and fades with distance from the head, so hair next to the head moves with it and the
+    far background stays. That motion is inverted by fixed-point iteration into the lookup each
+    output pixel makes, so what moved is never also left behind. Returns ((colours (N, 3, H, W),
     alpha (N, 1, H, W)) of the carried foreground outside the head mesh, and the reference-side
     mask (1 or N, 1, H, W) of what moved: the head and the foreground where the motion reaches).
     Where the moved foreground leaves a gap, the inpainted background shows."""
     count, _, height, width = warp.covered.shape
     identity = _identity_grid(height, width, warp.grid.device, warp.grid.dtype)
-    flow = (warp.grid - identity).permute(0, 3, 1, 2)  # zero off the head
-    weight, spread = _spread(warp.covered, flow, reach)
-    grid = identity + (weight * spread).permute(0, 2, 3, 1)
+    reference_covered = warp.reference_covered
+    flow = (warp.forward - identity).permute(0, 3, 1, 2)  # zero off the reference's head
+    weight, spread = _spread(reference_covered, flow, reach)
+    motion = weight * spread  # (N, 2, H, W) where each reference pixel goes, minus where it is
+    # output pixel x looks up the y with y + motion(y) = x. Where the fading motion folds, two y
+    # land on x: the one nearer the head is in front. Solve from two starts: no motion, and the
+    # head's own motion spread over the output (near the head, where the fold is).
+    _, head_motion = _spread(warp.covered, (warp.grid - identity).permute(0, 3, 1, 2), reach)
+    candidates = [_invert(motion, start, identity, iterations) for start in (-motion, head_motion)]
+    (far, far_error), (near, near_error) = candidates
+    near_weight = _sample(weight, identity, near)
+    far_weight = _sample(weight, identity, far)
+    pixel = 2 / max(height, width)  # one pixel in grid units
+    take_near = (near_error < pixel) & ((near_weight >= far_weight) | (far_error >= pixel))
+    take_near = take_near | ((far_error >= pixel) & (near_error < far_error))
+    back = torch.where(take_near, near, far)
+    grid = identity + back.permute(0, 2, 3, 1)
     source = reference.expand(count, -1, -1, -1) if reference.shape[0] == 1 else reference
     person = foreground.to(source.dtype)
     person = person.expand(count, -1, -1, -1) if person.shape[0] == 1 else person
     colours = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # the person outside the head mesh (far from the head the motion is zero, so it stays); the
     # head's own pixels come from the mesh warp, except a thin rim (the two silhouettes differ)
-    reference_covered = warp.reference_covered[:foreground.shape[0]]
     inner = -F.max_pool2d(-reference_covered.float(), 2 * rim + 1, stride=1, padding=rim)
-    person = person * (1 - (inner if inner.shape[0] == count else inner.expand(count, -1, -1, -1)))
+    person = person * (1 - inner)
     alpha = F.grid_sample(person, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     alpha = alpha * (1 - warp.covered)
-    reference_weight, _ = _spread(reference_covered, None, reach)
-    moving = torch.maximum(reference_covered, (foreground > 0.5).to(source.dtype) * (reference_weight > threshold))
+    k = foreground.shape[0]  # 1 or N references
+    moving = torch.maximum(reference_covered[:k], (foreground > 0.5).to(source.dtype) * (weight[:k] > threshold))
     return (colours, alpha), moving
+
+
+def _sample(values: torch.Tensor, identity: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """values (N, C, H, W) looked up at each pixel plus offset (N, 2, H, W), grid units."""
+    return F.grid_sample(values, identity + offset.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
+def _invert(motion: torch.Tensor, start: torch.Tensor, identity: torch.Tensor, iterations: int):
+    """Fixed-point solve of back = -motion(x + back) from `start` (N, 2, H, W); (back, |residual|
+    (N, 1, H, W)), grid units."""
+    back = start
+    for _ in range(iterations):
+        back = -_sample(motion, identity, back)
+    error = (back + _sample(motion, identity, back)).norm(dim=1, keepdim=True)
+    return back, error
 
 
 def _spread(mask: torch.Tensor, values: torch.Tensor | None, reach: float, low: int = 64):
