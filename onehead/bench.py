@@ -42,6 +42,7 @@ def _benchmark_video(size: int, frames: int) -> tuple[np.ndarray, str]:
 def bench_track(size: int = 512, frames: int = 120) -> dict:
     from onehead.data.samples import astronaut
     from onehead.head.model import load_head_model
+    from onehead.tracking.stability import stability
     from onehead.tracking.tracker import TrackOptions, detect_frames, fit_sequence, track_image
 
     head = load_head_model("basic")
@@ -73,6 +74,7 @@ def bench_track(size: int = 512, frames: int = 120) -> dict:
         "video_fps": frames / total,
         "mean_fit_error_iod": float(np.nanmean(tracking.fit_error)),
         "image_detect_ms": 1000 * det_s, "image_fit_ms": 1000 * fit_s,
+        **stability(tracking, head),
     }
 
 
@@ -86,6 +88,10 @@ def report_track(size: int | None = None, frames: int | None = None) -> dict:
     print(f"  video tracking                     {r['video_fps']:7.1f} frames/s  "
           f"(mean fit error {r['mean_fit_error_iod']:.3f} of the eye distance)")
     print(f"  single image (512x512 astronaut)   detect {r['image_detect_ms']:.1f} ms + fit {r['image_fit_ms']:.1f} ms")
+    print(f"  jitter (mean 2nd difference / eye distance): fitted 68 points {r['jitter_fit']:.4f}, "
+          f"mediapipe's 68 {r['jitter_mediapipe']:.4f}; mesh vertices {r['jitter_vertices_mm']:.2f} mm")
+    print(f"  mouth opening vs mediapipe's: r {r['mouth_r']:.3f}, lag {r['mouth_lag_frames']} frames "
+          f"(r {r['mouth_r_at_lag']:.3f} there)")
     return r
 
 
