@@ -12,6 +12,7 @@ the landmarks, which is what makes per-frame fitting cheap.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,32 @@ class HeadOutput:
     landmarks68: torch.Tensor  # (B, 68, 3) iBUG order; jaw points follow the visible contour
     joints: torch.Tensor  # (B, 5, 3)
     pupils: torch.Tensor  # (B, 2, 3) front of the left and right eyeballs (basic model only; else eye joints)
+    points: torch.Tensor | None = None  # (B, P, 3) the SurfacePoints asked for, else None
+
+
+@dataclass
+class SurfacePoints:
+    """P fixed points on a head model's surface: a face and barycentric weights each. Made once per
+    head (`SurfacePoints.on(head, faces, bary)`) so that `head(points=...)` with landmarks_only
+    skins just the vertices under them."""
+
+    faces: torch.Tensor  # (P,) face index
+    bary: torch.Tensor  # (P, 3)
+    vertex_ids: torch.Tensor  # (U,) the vertices under the points
+    local_corners: torch.Tensor  # (P, 3) each point's corners as indices into vertex_ids
+
+    @classmethod
+    def on(cls, head: "HeadModel", faces, bary) -> "SurfacePoints":
+        faces = torch.as_tensor(np.asarray(faces), dtype=torch.long)
+        bary = torch.as_tensor(np.asarray(bary), dtype=torch.float32)
+        if faces.dim() != 1 or bary.shape != (len(faces), 3):
+            raise ConfigError(f"surface points need faces (P,) and bary (P, 3), got {tuple(faces.shape)} "
+                              f"and {tuple(bary.shape)}")
+        if len(faces) and (faces.min() < 0 or faces.max() >= len(head.faces)):
+            raise ConfigError(f"surface points name faces outside the head model's {len(head.faces)}")
+        corners = head.faces[faces]  # (P, 3)
+        vertex_ids, local = torch.unique(corners.reshape(-1), return_inverse=True)
+        return cls(faces, bary, vertex_ids, local.view(-1, 3))
 
 
 class HeadModel(torch.nn.Module):
@@ -80,12 +107,14 @@ class HeadModel(torch.nn.Module):
 
     # ------------------------------------------------------------------ set-up
     def _build_landmark_subset(self) -> None:
-        faces = torch.cat([self.static_faces, self.dynamic_faces.reshape(-1)])
-        ids = torch.unique(self.faces[faces].reshape(-1))
-        remap = torch.full((len(self.v_template),), -1, dtype=torch.long)
-        remap[ids] = torch.arange(len(ids))
-        self.register_buffer("subset_ids", ids)
-        self.register_buffer("subset_faces", remap[self.faces])  # valid for landmark faces only
+        """The vertices under the landmarks: at any yaw (every contour bin), and frontal only (bin 0,
+        what the fit uses: fewer vertices to skin)."""
+        for prefix, contour in (("subset", self.dynamic_faces.reshape(-1)), ("frontal_subset", self.dynamic_faces[0])):
+            ids = torch.unique(self.faces[torch.cat([self.static_faces, contour])].reshape(-1))
+            remap = torch.full((len(self.v_template),), -1, dtype=torch.long)
+            remap[ids] = torch.arange(len(ids))
+            self.register_buffer(f"{prefix}_ids", ids)
+            self.register_buffer(f"{prefix}_faces", remap[self.faces])  # valid for landmark faces only
 
     def _find_pupils(self) -> None:
         """The most forward vertex skinned to each eye joint (the pupil), when the model has eyeballs."""
@@ -98,6 +127,21 @@ class HeadModel(torch.nn.Module):
             ids.append(members[torch.argmax(self.v_template[members, 2])])
         self.has_pupils = bool(ids)
         self.register_buffer("pupil_ids", torch.stack(ids) if ids else torch.zeros(0, dtype=torch.long))
+
+    def with_shape(self, shape: torch.Tensor) -> "HeadModel":
+        """This model with one identity `shape` (S,) built into its template: it takes no shape
+        parameter and poses faster (what a video fit with a known shape wants). Shares nothing
+        writable with this one."""
+        shape = shape.detach().to(self.v_template).view(-1)
+        fixed = copy.copy(self)
+        fixed._buffers = dict(self._buffers)
+        S = self.num_shape
+        fixed.v_template = self.v_template + self.dirs[..., :S] @ shape
+        fixed.dirs = self.dirs[..., S:].contiguous()
+        fixed.j_template = self.j_template + self.j_dirs[..., :S] @ shape
+        fixed.j_dirs = self.j_dirs[..., S:].contiguous()
+        fixed.num_shape = 0
+        return fixed
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -113,8 +157,9 @@ class HeadModel(torch.nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, shape=None, expression=None, global_pose=None, neck_pose=None, jaw_pose=None,
                 eye_pose=None, translation=None, landmarks_only: bool = False,
-                frontal_contour: bool = False) -> HeadOutput:
-        """Pose the model. `landmarks_only` skins just the landmark vertices (vertices=None).
+                frontal_contour: bool = False, points: SurfacePoints | None = None) -> HeadOutput:
+        """Pose the model. `landmarks_only` skins just the landmark vertices (vertices=None), and
+        those under `points` when given (out.points).
 
         `frontal_contour` fixes the 17 jaw points to the frontal-view contour, i.e. to the same
         surface points at any yaw: the fit compares those with mediapipe's fixed face-oval points,
@@ -136,8 +181,10 @@ class HeadModel(torch.nn.Module):
         coeffs = torch.cat([param(shape, self.num_shape), param(expression, self.num_expression)], dim=1)
         pose = torch.cat([param(global_pose, 3), param(neck_pose, 3), param(jaw_pose, 3),
                           param(eye_pose, 6)], dim=1)
+        subset_ids, subset_faces = ((self.frontal_subset_ids, self.frontal_subset_faces) if frontal_contour
+                                    else (self.subset_ids, self.subset_faces))
         if landmarks_only:
-            ids = torch.cat([self.subset_ids, self.pupil_ids])
+            ids = torch.cat([subset_ids, self.pupil_ids] + ([] if points is None else [points.vertex_ids]))
             template, dirs = self.v_template[ids], self.dirs[ids]
             posedirs, weights = self.posedirs[ids], self.lbs_weights[ids]
         else:
@@ -156,15 +203,21 @@ class HeadModel(torch.nn.Module):
                 vertices, pose, self.dynamic_faces, self.dynamic_bary, self.neck_kin_chain, pose2rot=True)
         faces_idx = torch.cat([dyn_faces, self.static_faces.expand(batch, -1)], dim=1)
         bary = torch.cat([dyn_bary, self.static_bary.expand(batch, -1, -1)], dim=1)
+        surface = None
         if landmarks_only:
-            num_subset = len(self.subset_ids)
-            landmarks = barycentric_points(vertices[:, :num_subset], self.subset_faces, faces_idx, bary)
-            pupils = vertices[:, num_subset:] if self.has_pupils else joints[:, 3:5]
+            num_subset, num_pupils = len(subset_ids), len(self.pupil_ids)
+            landmarks = barycentric_points(vertices[:, :num_subset], subset_faces, faces_idx, bary)
+            pupils = vertices[:, num_subset:num_subset + num_pupils] if self.has_pupils else joints[:, 3:5]
+            if points is not None:
+                under = vertices[:, num_subset + num_pupils:]  # (B, U, 3)
+                surface = (under[:, points.local_corners] * points.bary.to(under)[None, :, :, None]).sum(-2)
             vertices = None
         else:
             landmarks = barycentric_points(vertices, self.faces, faces_idx, bary)
             pupils = vertices[:, self.pupil_ids] if self.has_pupils else joints[:, 3:5]
-        return HeadOutput(vertices=vertices, landmarks68=landmarks, joints=joints, pupils=pupils)
+            if points is not None:
+                surface = barycentric_points(vertices, self.faces, points.faces, points.bary.to(vertices))
+        return HeadOutput(vertices=vertices, landmarks68=landmarks, joints=joints, pupils=pupils, points=surface)
 
 
 def _skin(coeffs, pose, template, dirs, posedirs, weights, j_template, j_dirs, parents):

@@ -2,6 +2,10 @@
 
 The objective for frame t (pixels divided by that frame's inter-ocular distance):
     sum_i w_i |project(model landmark i) - detected landmark i|^2      68 iBUG points
+  + sum_j v_j rho(project(surface point j) - detected point j)        mediapipe's 478 points, at
+                                                                        their dense embedding
+                                                                        (onehead.tracking.dense),
+                                                                        rho robust (pseudo-Huber)
   + w_iris |project(pupils) - iris centres|^2                          eye gaze
   + priors on shape, expression and jaw
   + smoothness between consecutive frames (video)
@@ -19,8 +23,7 @@ import numpy as np
 import torch
 
 from onehead.camera import project
-from onehead.head.model import MOTION_PARAM_NAMES, HeadModel
-
+from onehead.head.model import MOTION_PARAM_NAMES, HeadModel, SurfacePoints
 
 
 @dataclass
@@ -31,6 +34,9 @@ class FitSettings:
     iterations: int = 160  # everything, from a cold start
     warm_iterations: int = 50  # everything, warm-started video chunks
     jaw_contour_weight: float = 1.0
+    landmark_weight: float = 1.0  # the 68-point term
+    dense_weight: float = 1.0  # the 478-point term (when the fit is given DenseTargets)
+    dense_robust_scale: float = 0.03  # of the eye distance: beyond it a residual counts ~linearly
     iris_weight: float = 0.5
     shape_prior: float = 2e-5
     expression_prior: float = 5e-5
@@ -45,10 +51,27 @@ UNFITTED_PARAM_NAMES = ("neck_pose",)
 FITTED_PARAM_NAMES = tuple(name for name in MOTION_PARAM_NAMES if name not in UNFITTED_PARAM_NAMES)
 
 
+@dataclass
+class DenseTargets:
+    """mediapipe's points for the dense term: where they sit on the head and where they were found."""
+
+    points: SurfacePoints  # (478) on the head model
+    pixels: torch.Tensor  # (T, 478, 2) detected, pixels (any finite value on lost frames)
+    weights: torch.Tensor  # (478,)
+
+    def select(self, frames) -> "DenseTargets":
+        return DenseTargets(self.points, self.pixels[frames], self.weights)
+
+
 def landmark_weights(settings: FitSettings) -> torch.Tensor:
     weights = torch.ones(68)
     weights[:17] = settings.jaw_contour_weight
-    return weights
+    return weights * settings.landmark_weight
+
+
+def pseudo_huber(squared: torch.Tensor, scale: float) -> torch.Tensor:
+    """2 c^2 (sqrt(1 + r^2 / c^2) - 1) of squared residuals r^2: r^2 near 0, 2 c |r| far out."""
+    return 2 * scale ** 2 * (torch.sqrt(1 + squared / scale ** 2) - 1)
 
 
 def initial_translation(head: HeadModel, targets: torch.Tensor, K: torch.Tensor,
@@ -84,13 +107,14 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
                valid: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None,
                init: dict | None = None, settings: FitSettings | None = None,
                optimize_shape: bool = True, previous: dict | None = None,
-               optimize_focal: bool = False) -> dict:
+               optimize_focal: bool = False, dense: DenseTargets | None = None) -> dict:
     """Fit T frames at once.
 
     targets (T, 68, 2) pixels; K (T, 3, 3); world_to_cam (T, 4, 4); valid (T,) bool;
     iris (T, 2, 2) pixel centres of the (left, right) iris or None; shape (S,) to start from or keep;
     init: per-frame parameters to warm-start from; previous: the frame before this batch (smoothing).
     optimize_focal: also fit one focal-length scale for all frames (weakly determined for one image).
+    dense: mediapipe's 478 points and their places on the head (the dense term), or None.
     Returns detached tensors: shape (S,), expression (T, E), global_pose, jaw_pose, eye_pose (T, 6),
     translation (T, 3), K (T, 3, 3).
     """
@@ -115,16 +139,24 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
     log_focal = torch.zeros((), requires_grad=optimize_focal)
     focal_mask = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 0]])
 
+    posing = head if optimize_shape else head.with_shape(shape_param)  # a known shape: cheaper poses
+
     def camera() -> torch.Tensor:
         return K + K * focal_mask * (torch.exp(log_focal) - 1)
 
     def loss_fn(rigid_only: bool) -> torch.Tensor:
-        out = head(shape=shape_param[None], frontal_contour=True, landmarks_only=True,
-                   neck_pose=None, **params)
+        shape_kw = {"shape": shape_param[None]} if optimize_shape else {}
+        out = posing(frontal_contour=True, landmarks_only=True, neck_pose=None,
+                     points=None if dense is None else dense.points, **shape_kw, **params)
         K_now = camera()
         pixels, _ = project(out.landmarks68, K_now, world_to_cam)
         residual = (pixels - targets) / iod[:, None, None]
         per_frame = (residual.pow(2).sum(-1) * weights).sum(-1)
+        if dense is not None:
+            found, _ = project(out.points, K_now, world_to_cam)
+            squared = ((found - dense.pixels) / iod[:, None, None]).pow(2).sum(-1)
+            robust = pseudo_huber(squared, settings.dense_robust_scale)
+            per_frame = per_frame + settings.dense_weight * (robust * dense.weights).sum(-1)
         if iris is not None and not rigid_only:
             pupils, _ = project(out.pupils, K_now, world_to_cam)
             iris_res = (pupils - iris) / iod[:, None, None]

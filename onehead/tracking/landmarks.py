@@ -228,6 +228,20 @@ def _make_landmarks(points: np.ndarray, score: float) -> FaceLandmarks:
     return FaceLandmarks(points=points, box=box, score=float(score))
 
 
+def mediapipe_regions() -> dict[str, np.ndarray]:
+    """The face-mesh point indices of each region ("lips", "eyes", "brows", "nose", "oval",
+    "iris"), from mediapipe's own contour lists."""
+    connections = _mediapipe().solutions.face_mesh_connections
+
+    def points(*names):
+        return np.array(sorted({i for n in names for edge in getattr(connections, n) for i in edge}))
+
+    return {"lips": points("FACEMESH_LIPS"), "eyes": points("FACEMESH_LEFT_EYE", "FACEMESH_RIGHT_EYE"),
+            "brows": points("FACEMESH_LEFT_EYEBROW", "FACEMESH_RIGHT_EYEBROW"),
+            "nose": points("FACEMESH_NOSE"), "oval": points("FACEMESH_FACE_OVAL"),
+            "iris": np.arange(468, 478)}
+
+
 class LandmarkDetector:
     """MediaPipe face-mesh landmarks, in the pixels of the input image.
 

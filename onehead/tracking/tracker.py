@@ -27,7 +27,7 @@ from onehead.data.tracking_file import Tracking
 from onehead.data.video import read_frames
 from onehead.errors import MediaReadError, NoFaceError
 from onehead.head.model import HeadModel, load_head_model
-from onehead.tracking.fit import (FITTED_PARAM_NAMES, UNFITTED_PARAM_NAMES, FitSettings, fit_frames,
+from onehead.tracking.fit import (FITTED_PARAM_NAMES, UNFITTED_PARAM_NAMES, DenseTargets, FitSettings, fit_frames,
                                   interpolate_invalid)
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68, LandmarkDetector
 
@@ -42,6 +42,7 @@ class TrackOptions:
 
     focal: float | None = None  # pixels; default: onehead.camera.default_focal
     optimize_focal: bool = False
+    dense: bool = True  # fit all of mediapipe's 478 points too (onehead.tracking.dense), not just 68
     fit: FitSettings = field(default_factory=FitSettings)
     progress: bool = True
     max_frames: int | None = None
@@ -98,12 +99,15 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
     K = intrinsics(focal, height, width).expand(frames, 3, 3).clone()
     w2c = default_world_to_cam(batch=frames)
     settings = options.fit
+    dense = _dense_targets(head, detections) if options.dense else None
+    dense_at = (lambda rows: None) if dense is None else dense.select
 
     # 1. shape (and focal) from keyframes, fitted together from a cold start
     found = np.where(detections.valid)[0]
     keys = found[np.unique(np.linspace(0, len(found) - 1, min(KEYFRAMES, len(found))).round().astype(int))]
     key_fit = fit_frames(head, targets[keys], K[keys], w2c[keys], valid[keys], iris=iris[keys],
-                         settings=_without_smoothing(settings), optimize_focal=options.optimize_focal)
+                         settings=_without_smoothing(settings), optimize_focal=options.optimize_focal,
+                         dense=dense_at(keys))
     shape = key_fit["shape"]
     K = key_fit["K"][:1].expand(frames, 3, 3).clone()
     if frames == 1:
@@ -117,12 +121,22 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
             sl = slice(start, min(start + CHUNK, frames))
             chunk = fit_frames(head, targets[sl], K[sl], w2c[sl], valid[sl], iris=iris[sl], shape=shape,
                                init={k: v[sl] for k, v in init.items()}, settings=settings,
-                               optimize_shape=False, previous=previous)
+                               optimize_shape=False, previous=previous, dense=dense_at(sl))
             parts.append(chunk)
             previous = {k: chunk[k][-1] for k in init}
         params = {k: torch.cat([p[k] for p in parts]) for k in init}
         params["shape"] = shape
     return _tracking_from_fit(head, params, detections, K, w2c, image_size, fps)
+
+
+def _dense_targets(head: HeadModel, detections: Detections) -> DenseTargets:
+    from onehead.tracking.dense import dense_embedding
+
+    embedding = dense_embedding(head)
+    weights = embedding.weights()
+    used = np.flatnonzero(weights > 0)  # the points with weight: a cheaper fit
+    pixels = np.nan_to_num(interpolate_invalid(detections.points[:, used], detections.valid))
+    return DenseTargets(embedding.points(head, used), torch.from_numpy(pixels), torch.from_numpy(weights[used]))
 
 
 def _without_smoothing(settings: FitSettings) -> FitSettings:
