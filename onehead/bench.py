@@ -357,7 +357,8 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
         guide = timed("control", lambda: model.control_maps(params, K, w2c, reference_inputs))
         warp = base = None
         if model.config.correct_warp:
-            base = timed("warp", lambda: model.warp_base(reference_inputs, params, K, w2c))
+            base = timed("warp", lambda: model.warp_base(reference_inputs, params, K, w2c,
+                                                         mouth_interior=settings.mouth_interior))
             warp = model.warp_condition(base)[1]
         window = min(frames, settings.window)
         latent = resolution // model.codec.factor

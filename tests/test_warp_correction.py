@@ -10,7 +10,8 @@ import torch
 from onehead.errors import ConfigError
 from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
 from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
-from onehead.render.warp import Warp, _fill_smooth, _identity_grid, carry_foreground, fill_warp
+from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_warp,
+                                 mouth_mask)
 from test_animator import SMALL_UNET as UNET  # the same small UNet as the other Animator tests
 
 
@@ -41,12 +42,12 @@ def pair(head, tmp_path_factory):
 
 def test_a_new_correcting_model_is_exactly_the_mesh_warp(head, pair):
     """Zero-initialised UNet output and warp encoder: the sampled correction is zero, so the frames
-    are the filled warp, which without a foreground is the mesh-warp baseline."""
+    are the filled warp, which without a foreground or the dark mouth is the mesh-warp baseline."""
     from onehead.evaluation.baselines import mesh_warp
 
     animator = _correcting(head)
     reference, motion = pair
-    frames = animator.reenact(reference, motion).frames
+    frames = animator.reenact(reference, motion, mouth_interior=False).frames
     torch.testing.assert_close(frames, mesh_warp(reference, motion, head), atol=1e-5, rtol=0)
     assert frames.shape == (4, 3, 64, 64)
 
@@ -204,6 +205,36 @@ def test_carry_foreground_marks_what_moved():
     assert float(moving[person == 0].max()) == 0  # the backdrop never does
 
 
+def test_mouth_mask_is_the_inner_lip_polygon():
+    landmarks = torch.zeros(1, 68, 2)
+    square = torch.tensor([[20, 30], [30, 25], [40, 30], [40, 40], [30, 45], [20, 40], [20, 35], [20, 32]],
+                          dtype=torch.float32)  # 60-67 around (30, 35)
+    landmarks[0, 60:68] = square
+    mask = mouth_mask(landmarks, 64, 64, soften=0)
+    assert mask.shape == (1, 1, 64, 64)
+    assert mask[0, 0, 35, 30] == 1 and mask[0, 0, 35, 10] == 0 and mask[0, 0, 50, 30] == 0
+    assert 150 < float(mask.sum()) < 400  # about the polygon's area (~325 px)
+
+
+def test_the_unseen_inside_of_the_mouth_is_dark():
+    """Pixels in the mouth that the reference does not show turn MOUTH_INTERIOR; the ones it shows,
+    and everything outside the mouth, are as without the mouth."""
+    image, warp, person, _ = _translated_head()
+    hole = torch.zeros_like(warp.visible)
+    hole[..., 30:34, 36:46] = 1  # a slit of the moved head the reference did not see
+    warp.visible = warp.visible * (1 - hole)
+    warp.image = warp.image * (1 - hole)
+    mouth = torch.zeros_like(hole)
+    mouth[..., 28:36, 34:44] = 1
+    plain = fill_warp(image, warp)
+    dark = fill_warp(image, warp, mouth=mouth)
+    inside = (hole * mouth)[0, 0] > 0
+    expected = torch.tensor(MOUTH_INTERIOR, dtype=torch.float32) / 255
+    torch.testing.assert_close(dark[0][:, inside], expected[:, None].expand(-1, int(inside.sum())), atol=1 / 255, rtol=0)
+    untouched = ~inside
+    torch.testing.assert_close(dark[0][:, untouched], plain[0][:, untouched])
+
+
 def test_fill_smooth_fills_from_the_surroundings():
     image = np.zeros((40, 40, 3), np.uint8)
     image[:, :20] = 50
@@ -257,7 +288,7 @@ def test_export_with_zero_correction_renders_the_warp_alone(head, pair, tmp_path
     reference, motion = pair
     assert not exported.model.denoising_unet.conv_out.weight.any()
     loaded = GaussianDiffusionAnimator.from_pretrained(tmp_path / "warp-only", head=head)
-    torch.testing.assert_close(loaded.reenact(reference, motion, background="generated").frames,
+    torch.testing.assert_close(loaded.reenact(reference, motion, background="generated", mouth_interior=False).frames,
                                mesh_warp(reference, motion, head), atol=1e-5, rtol=0)
 
 

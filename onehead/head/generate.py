@@ -28,7 +28,7 @@ from scipy.interpolate import PchipInterpolator
 from onehead.head.flame_format import NUM_YAW_BINS, FlameData
 from onehead.head.geometry import vertex_normals_np
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: mouth_open parts the lips (the slit row counts as upper lip)
 NUM_SHAPE = 300
 NUM_EXPRESSION = 100
 EXPRESSION_NAMES = (
@@ -496,7 +496,9 @@ def _expression_basis(mesh: _Mesh, rng: np.random.Generator) -> np.ndarray:
     lower_lip = np.zeros(mesh.num_surface, bool)
     lower_lip[list(mesh.lower[(row_m, c)] for c in range(c0_m + 1, c1_m))] = True
     y_mouth = mesh.vertices[mesh.grid[row_m, c0_m], 1]
-    below_mouth = (y < y_mouth - 1e-6) | lower_lip
+    upper_lip = np.zeros(mesh.num_surface, bool)  # the slit row's upper side (it sags below the corners)
+    upper_lip[mesh.grid[row_m, c0_m + 1: c1_m]] = True
+    below_mouth = ((y < y_mouth - 1e-6) & ~upper_lip) | lower_lip
     above_mouth = ~below_mouth
     mouth_region = _gauss(xy, (0, y_mouth), (0.028, 0.016)) * front
     upper = mouth_region * above_mouth * _smoothstep(y_mouth + 0.016, y_mouth, y)

@@ -117,7 +117,8 @@ class GaussianDiffusionAnimator(Animator):
             ref.foreground = None
         with torch.no_grad():
             control = self.model.control_maps(params, K, w2c, ref)
-        base = self.model.warp_base(ref, params, K, w2c) if self.model.config.correct_warp else None
+        base = (self.model.warp_base(ref, params, K, w2c, mouth_interior=run.mouth_interior)
+                if self.model.config.correct_warp else None)
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
         if run.background == "reference":
             region = self.background_region(reference, motion, base, run.background_margin)

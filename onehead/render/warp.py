@@ -71,15 +71,22 @@ def warp_reference(reference: torch.Tensor, faces: torch.Tensor, reference_verti
         return Warp(colours * visible, visible, covered, reference_covered, grid, forward)
 
 
+MOUTH_INTERIOR = (58, 24, 24)  # uint8 RGB: the shadowed inside of an open mouth
+INNER_LIPS = slice(60, 68)  # iBUG-68 inner lip contour
+
+
 def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
-              foreground: torch.Tensor | None = None) -> torch.Tensor:
+              foreground: torch.Tensor | None = None, mouth: torch.Tensor | None = None) -> torch.Tensor:
     """The whole frames (N, 3, H, W) in [0, 1] of a warp of `reference` (1 or N, 3, H, W) in [0, 1]:
     outside the head, the reference with its own head region inpainted; on the head, the warped
     reference, with the pixels the reference does not see inpainted. 8-bit, like the images.
 
     foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
     hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
-    gets a smooth push-pull fill instead of Telea. Without it only the head model's surface moves."""
+    gets a smooth push-pull fill instead of Telea. Without it only the head model's surface moves.
+
+    mouth (N, 1, H, W) in [0, 1], the inside of each output's mouth (`mouth_mask`): what of it the
+    reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward."""
     references = frames_to_uint8(reference)
     reference_moving = warp.reference_covered
     carried = None
@@ -102,9 +109,28 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         if carried is not None:
             frame[carried_alpha[i]] = carried_colours[i][carried_alpha[i]]
         frame[covered[i]] = warped[i][covered[i]]
-        out.append(_inpaint(frame, holes[i], inpaint_radius))
+        frame = _inpaint(frame, holes[i], inpaint_radius)
+        if mouth is not None:
+            unseen = (holes[i] | ~covered[i]).astype(np.float32)
+            weight = (mouth[i, 0].cpu().numpy() * unseen)[..., None]
+            frame = (frame * (1 - weight) + np.asarray(MOUTH_INTERIOR, np.float32) * weight + 0.5).astype(np.uint8)
+        out.append(frame)
     frames = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
     return frames.to(warp.image.device)
+
+
+def mouth_mask(landmarks68: torch.Tensor, height: int, width: int, soften: float = 1.0) -> torch.Tensor:
+    """(N, 1, H, W) in [0, 1]: inside each frame's inner-lip contour (iBUG-68 points 60-67,
+    (N, 68, 2) pixels), edges softened by a Gaussian of `soften` pixels."""
+    import cv2
+
+    masks = np.zeros((len(landmarks68), height, width), np.float32)
+    for i, points in enumerate(landmarks68[:, INNER_LIPS].detach().cpu().numpy()):
+        if np.isfinite(points).all():
+            cv2.fillPoly(masks[i], [np.round(points * 4).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
+            if soften > 0:
+                masks[i] = cv2.GaussianBlur(masks[i], (0, 0), soften)
+    return torch.from_numpy(masks)[:, None]
 
 
 def _inpaint(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:

@@ -106,6 +106,8 @@ class InferenceSettings:
     background_margin: float = 0.08  # the head region grows by this fraction of the image size
     carry_foreground: bool = True  # correct_warp models: a photo's hair, hat and collar beside the head
     # move with it in the warp (onehead.render.warp.carry_foreground); False: only the head moves
+    mouth_interior: bool = True  # correct_warp models: the inside of an open mouth that the reference
+    # does not show is dark in the warp (onehead.render.warp.fill_warp's mouth), not lip colour
 
     def __post_init__(self):
         if self.steps < 1:

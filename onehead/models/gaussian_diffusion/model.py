@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onehead.camera import scale_intrinsics
+from onehead.camera import project, scale_intrinsics
 from onehead.data.sequence import DOMAINS
 from onehead.errors import CheckpointError, ConfigError
 from onehead.head import HEAD_PARAM_NAMES
@@ -33,7 +33,7 @@ from onehead.models.gaussian_diffusion.config import GaussianDiffusionConfig
 from onehead.models.gaussian_field import UVGaussianField
 from onehead.models.reference_attention import ReferenceBank, attach_reference_attention
 from onehead.models.temporal import TemporalLayers
-from onehead.render.warp import fill_warp, warp_reference
+from onehead.render.warp import fill_warp, mouth_mask, warp_reference
 
 WARP_CHANNELS = 4  # warp guidance: the warped reference (3) and where it is visible (1)
 WEIGHTS_FILE = "animator.safetensors"  # onehead's own parts; the UNets and VAE in diffusers folders
@@ -250,10 +250,11 @@ class GaussianDiffusionModel(nn.Module):
         return torch.cat(maps)
 
     def warp_base(self, reference: "ReferenceInputs", params: dict, K: torch.Tensor, world_to_cam: torch.Tensor,
-                  chunk: int = 32) -> "WarpBase":
+                  chunk: int = 32, mouth_interior: bool = False) -> "WarpBase":
         """What a correct_warp model corrects: the reference warped to each target (N, ...) by the
         head model and filled (onehead.render.warp.fill_warp; with the reference's foreground, its
-        hair and hat move with the head), with where it is visible and covered."""
+        hair and hat move with the head), with where it is visible and covered. mouth_interior: the
+        inside of an open mouth that the reference does not show is dark (fill_warp's `mouth`)."""
         size = self.config.resolution
         parts = []
         with torch.no_grad():
@@ -263,11 +264,15 @@ class GaussianDiffusionModel(nn.Module):
                 image = ref.image
                 if image.shape[-1] != size:
                     raise ConfigError(f"the reference is {image.shape[-1]} px; this model needs {size} px")
+                posed = self.head(**{k: v[rows] for k, v in params.items()})
                 warp = warp_reference(image, self.head.faces, self.head(**ref.params).vertices, ref.K,
-                                      ref.world_to_cam, self.head(**{k: v[rows] for k, v in params.items()}).vertices,
-                                      K[rows], world_to_cam[rows])
+                                      ref.world_to_cam, posed.vertices, K[rows], world_to_cam[rows])
+                mouth = None
+                if mouth_interior:
+                    lips, _ = project(posed.landmarks68, K[rows], world_to_cam[rows])
+                    mouth = mouth_mask(lips, size, size)
                 shared = warp.reference_covered[:1] if image.shape[0] == 1 else warp.reference_covered
-                parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground), warp.visible,
+                parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground, mouth=mouth), warp.visible,
                                       warp.covered, shared))
         reference_covered = (parts[0].reference_covered if reference.image.shape[0] == 1
                              else torch.cat([b.reference_covered for b in parts]))
