@@ -120,6 +120,11 @@ class GaussianDiffusionAnimator(Animator):
         base = (self.model.warp_base(ref, params, K, w2c, mouth_interior=run.mouth_interior)
                 if self.model.config.correct_warp else None)
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
+        if base is not None and run.correction_margin < 1:  # the correction on the head, the warp elsewhere
+            from onehead.pipelines.reenactment import grown_region
+
+            on_head = grown_region([base.reference_covered, base.covered], run.correction_margin).to(frames)
+            frames = on_head * frames + (1 - on_head) * base.image.to(frames)
         if run.background == "reference":
             region = self.background_region(reference, motion, base, run.background_margin)
             frames = paste_back(frames, ref.image[0], region.to(frames.device))

@@ -106,12 +106,16 @@ class InferenceSettings:
     background_margin: float = 0.08  # the head region grows by this fraction of the image size
     carry_foreground: bool = True  # correct_warp models: a photo's hair, hat and collar beside the head
     # move with it in the warp (onehead.render.warp.carry_foreground); False: only the head moves
+    correction_margin: float = 0.0  # correct_warp models: the correction is kept on the head (both
+    # head masks grown by this fraction of the image size), the filled warp elsewhere; 1 keeps it all
     mouth_interior: bool = True  # correct_warp models: the inside of an open mouth that the reference
     # does not show is dark in the warp (onehead.render.warp.fill_warp's mouth), not lip colour
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not 0 <= self.correction_margin <= 1:
+            raise ValueError(f"correction_margin must be in [0, 1], got {self.correction_margin}")
         if self.window < 1 or not 0 <= self.window_overlap < self.window:
             raise ValueError(f"window must be at least 1 and window_overlap in [0, window), "
                              f"got {self.window} and {self.window_overlap}")
