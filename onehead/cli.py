@@ -127,7 +127,7 @@ def _lost_frames(valid, what: str) -> str:
 def _track_options(args):
     from onehead.tracking.tracker import TrackOptions
     return TrackOptions(focal=args.focal, optimize_focal=args.optimize_focal, progress=not args.quiet,
-                        max_frames=args.max_frames)
+                        max_frames=args.max_frames, dense=not args.no_dense)
 
 
 def _write_vis(path: Path, source, tracking, head) -> None:
@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focal", type=_positive(), default=None,
                    help="camera focal length in pixels, above 0 (default: 1.8 x the image's long side)")
     p.add_argument("--optimize-focal", action="store_true", help="estimate the focal length too")
+    p.add_argument("--no-dense", action="store_true",
+                   help="fit mediapipe's 68 iBUG points and irises only, not also its lip, eye and face-oval "
+                        "points (faster, looser lips and jaw)")
     p.add_argument("--max-frames", type=POSITIVE, default=None,
                    help="track at most this many frames, at least 1 (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -102,6 +102,20 @@ def test_track_writes_tracking_and_picture(capsys, inputs, tmp_path, astronaut_t
     assert not np.array_equal(drawn, astronaut())  # the fit is drawn over the input
 
 
+def test_track_no_dense_fits_the_68_points_only(capsys, inputs, tmp_path, astronaut_tracking):
+    """--no-dense runs the 68-point fit: a different fit from the default, which matches the
+    library's TrackOptions(dense=False)."""
+    from onehead.head.model import load_head_model
+    from onehead.tracking.tracker import TrackOptions, track_image
+
+    out = tmp_path / "sparse.npz"
+    assert main(["track", str(inputs["astronaut"]), "--out", str(out), "--no-dense", "--quiet"]) == 0
+    sparse = load_tracking(out)
+    library = track_image(astronaut(), load_head_model(), TrackOptions(progress=False, dense=False))
+    np.testing.assert_allclose(sparse.landmarks68, library.landmarks68, atol=1e-3)
+    assert np.abs(sparse.expression - astronaut_tracking.expression).max() > 1e-3  # the dense fit differs
+
+
 def test_demo_writes_its_files(capsys, tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
