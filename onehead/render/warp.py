@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from onehead.camera import project
+from onehead.errors import ConfigError
 from onehead.pixels import frames_to_uint8
 from onehead.render.rasterize import Fragments, interpolate, rasterize_mesh
 
@@ -30,16 +31,18 @@ class Warp:
     reference_covered: torch.Tensor  # (N, 1, H, W) 1 where the head covers the reference
     grid: torch.Tensor  # (N, H, W, 2) where each covered pixel samples the reference (grid_sample's
     # [-1, 1] coordinates); the pixel's own position elsewhere
-    forward: torch.Tensor  # (N, H, W, 2) the other way: where each pixel the head covers in the
-    # reference lands in the output (same coordinates); the pixel's own position elsewhere
+    forward: torch.Tensor | None = None  # (N, H, W, 2) the other way: where each pixel the head
+    # covers in the reference lands in the output (same coordinates), the pixel's own position
+    # elsewhere; made only when asked (warp_reference's `forward`, what carry_foreground needs)
 
 
 def warp_reference(reference: torch.Tensor, faces: torch.Tensor, reference_vertices: torch.Tensor,
                    reference_K: torch.Tensor, reference_world_to_cam: torch.Tensor, vertices: torch.Tensor,
-                   K: torch.Tensor, world_to_cam: torch.Tensor, depth_tolerance: float = 0.01) -> Warp:
+                   K: torch.Tensor, world_to_cam: torch.Tensor, depth_tolerance: float = 0.01,
+                   forward: bool = False) -> Warp:
     """reference (1 or N, 3, H, W) with its posed mesh (1 or N, V, 3) and camera ((3, 3) and (4, 4),
     or batched like the mesh); the output mesh (N, V, 3) and camera. A single reference is rasterized
-    once and shared by the N outputs."""
+    once and shared by the N outputs. forward: also make Warp.forward."""
     height, width = reference.shape[-2:]
     count = vertices.shape[0]
     with torch.no_grad():
@@ -59,16 +62,18 @@ def warp_reference(reference: torch.Tensor, faces: torch.Tensor, reference_verti
         reference_covered = seen.mask[:, None].to(reference.dtype).expand(count, -1, -1, -1)
         identity = _identity_grid(height, width, grid.device, grid.dtype)
         grid = torch.where(covered[:, 0, :, :, None] > 0, grid, identity)
+        if not forward:
+            return Warp(colours * visible, visible, covered, reference_covered, grid)
         if seen.face_index.shape[0] != count:  # one reference for N outputs
             seen_n = Fragments(*(t.expand(count, *t.shape[1:]) for t in (seen.face_index, seen.bary, seen.depth)))
         else:
             seen_n = seen
         landing = interpolate(seen_n, faces, vertices)  # (N, H, W, 3) the reference's surface points, moved
         landed, _ = project(landing.flatten(1, 2), K, world_to_cam)
-        forward = torch.stack([(landed[..., 0] + 0.5) / width, (landed[..., 1] + 0.5) / height], -1) * 2 - 1
-        forward = forward.view(-1, height, width, 2).to(reference.dtype)
-        forward = torch.where(reference_covered[:, 0, :, :, None] > 0, forward, identity)
-        return Warp(colours * visible, visible, covered, reference_covered, grid, forward)
+        landing = torch.stack([(landed[..., 0] + 0.5) / width, (landed[..., 1] + 0.5) / height], -1) * 2 - 1
+        landing = landing.view(-1, height, width, 2).to(reference.dtype)
+        landing = torch.where(reference_covered[:, 0, :, :, None] > 0, landing, identity)
+        return Warp(colours * visible, visible, covered, reference_covered, grid, landing)
 
 
 MOUTH_INTERIOR = (58, 24, 24)  # uint8 RGB: the shadowed inside of an open mouth
@@ -155,6 +160,8 @@ def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tens
     alpha (N, 1, H, W)) of the carried foreground outside the head mesh, and the reference-side
     mask (1 or N, 1, H, W) of what moved: the head and the foreground where the motion reaches).
     Where the moved foreground leaves a gap, the inpainted background shows."""
+    if warp.forward is None:
+        raise ConfigError("carry_foreground needs the warp's forward motion: warp_reference(..., forward=True)")
     count, _, height, width = warp.covered.shape
     identity = _identity_grid(height, width, warp.grid.device, warp.grid.dtype)
     reference_covered = warp.reference_covered

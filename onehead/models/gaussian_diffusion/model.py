@@ -266,7 +266,8 @@ class GaussianDiffusionModel(nn.Module):
                     raise ConfigError(f"the reference is {image.shape[-1]} px; this model needs {size} px")
                 posed = self.head(**{k: v[rows] for k, v in params.items()})
                 warp = warp_reference(image, self.head.faces, self.head(**ref.params).vertices, ref.K,
-                                      ref.world_to_cam, posed.vertices, K[rows], world_to_cam[rows])
+                                      ref.world_to_cam, posed.vertices, K[rows], world_to_cam[rows],
+                                      forward=ref.foreground is not None)
                 mouth = None
                 if mouth_interior:
                     lips, _ = project(posed.landmarks68, K[rows], world_to_cam[rows])
