@@ -134,7 +134,7 @@ def _write_vis(path: Path, source, tracking, head) -> None:
     from onehead.data.images import is_image_path, load_image, save_image
     from onehead.data.video import read_frames, write_video
     from onehead.outputs import VIDEO_OUT
-    from onehead.tracking.visualize import overlay_tracking
+    from onehead.tracking.visualize import fit_picture, overlay_tracking
 
     source = Path(source)
     if source.is_file() and is_image_path(source):
@@ -144,8 +144,8 @@ def _write_vis(path: Path, source, tracking, head) -> None:
     drawn = overlay_tracking(frames, tracking, head)
     if path.suffix.lower() in VIDEO_OUT:
         write_video(path, drawn, fps=tracking.fps)
-    else:  # a picture (checked before the work): the middle frame of a video
-        save_image(path, drawn[len(drawn) // 2])
+    else:  # a picture (checked before the work): a video's closed-mouth, middle and open-mouth frames
+        save_image(path, fit_picture(drawn, tracking))
 
 
 def cmd_track(args) -> int:
@@ -217,7 +217,7 @@ def cmd_demo(args) -> int:
     from onehead.head.model import load_head_model
     from onehead.pipelines import Animator
     from onehead.tracking.tracker import TrackOptions, track_image
-    from onehead.tracking.visualize import overlay_tracking
+    from onehead.tracking.visualize import fit_picture, overlay_tracking
 
     out.mkdir(parents=True, exist_ok=True)
     head = load_head_model("basic")
@@ -468,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=f"tracking file to write ({allowed('tracking')})")
     flame(p)
     p.add_argument("--vis", default=None,
-                   help=f"also draw the fit: a picture ({allowed('picture')}; a video's middle frame) or a video "
+                   help=f"also draw the fit: a picture ({allowed('picture')}; for a video its most closed mouth, middle "
+                        f"and most open mouth frames side by side) or a video "
                         f"({allowed('video')})")
     p.add_argument("--focal", type=_positive(), default=None,
                    help="camera focal length in pixels, above 0 (default: 1.8 x the image's long side)")

@@ -54,3 +54,24 @@ def test_opening_is_the_lip_gap_over_the_eye_distance():
     p = _eyes_apart(1)
     p[0, 62], p[0, 66] = (50, 40), (50, 60)
     assert np.isclose(opening(p, (62, 66), (36, 45))[0], 0.2)
+
+
+def test_the_fit_picture_shows_the_closed_and_open_mouth():
+    from types import SimpleNamespace
+
+    from onehead.tracking.visualize import fit_picture, mouth_extremes
+
+    frames = 7
+    landmarks = _eyes_apart(frames)
+    gaps = np.array([5, 3, 9, 1, 4, 6, 2], float)  # inner-lip gap per frame: closed at 3, open at 2
+    landmarks[:, 62] = (50, 40)
+    landmarks[:, 66, 0], landmarks[:, 66, 1] = 50, 40 + gaps
+    valid = np.ones(frames, bool)
+    tracking = SimpleNamespace(landmarks68=landmarks, valid=valid, num_frames=frames)
+    assert [t for _, t in mouth_extremes(tracking)] == [3, 3, 2]  # closed, middle (7 // 2), open
+    valid[2] = False  # a lost frame is never picked
+    assert mouth_extremes(tracking)[2][1] == 5
+    drawn = np.zeros((frames, 100, 120, 3), np.uint8)
+    picture = fit_picture(drawn, tracking)
+    assert picture.shape[1] == 3 * 120 * 4 and picture.shape[0] > 400  # three tiles, enlarged 4x to be seen
+    assert fit_picture(drawn[:1], tracking).shape == (100, 120, 3)  # an image: its overlay as it is
