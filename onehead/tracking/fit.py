@@ -55,9 +55,9 @@ FITTED_PARAM_NAMES = tuple(name for name in MOTION_PARAM_NAMES if name not in UN
 class DenseTargets:
     """mediapipe's points for the dense term: where they sit on the head and where they were found."""
 
-    points: SurfacePoints  # (478) on the head model
-    pixels: torch.Tensor  # (T, 478, 2) detected, pixels (any finite value on lost frames)
-    weights: torch.Tensor  # (478,)
+    points: SurfacePoints  # (P) on the head model: the fitted ones of mediapipe's 478
+    pixels: torch.Tensor  # (T, P, 2) detected, pixels (any finite value on lost frames)
+    weights: torch.Tensor  # (P,)
 
     def select(self, frames) -> "DenseTargets":
         return DenseTargets(self.points, self.pixels[frames], self.weights)
@@ -114,7 +114,7 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
     iris (T, 2, 2) pixel centres of the (left, right) iris or None; shape (S,) to start from or keep;
     init: per-frame parameters to warm-start from; previous: the frame before this batch (smoothing).
     optimize_focal: also fit one focal-length scale for all frames (weakly determined for one image).
-    dense: mediapipe's 478 points and their places on the head (the dense term), or None.
+    dense: mediapipe's points and their places on the head (the dense term), or None.
     Returns detached tensors: shape (S,), expression (T, E), global_pose, jaw_pose, eye_pose (T, 6),
     translation (T, 3), K (T, 3, 3).
     """

@@ -7,7 +7,9 @@
 Video: mediapipe in tracking mode finds the 478 points in each frame; one shape is fitted on up
 to 16 keyframes together; then all frames are fitted in chunks, warm-started from the keyframe
 solution and the previous chunk, with temporal smoothing. Frames where the face is lost are
-interpolated and flagged `valid=False`.
+interpolated and flagged `valid=False`. The fit compares the head model's 68 landmarks and pupils
+with mediapipe's, and (TrackOptions.dense) its lip, eye and face-oval points with their places on
+the head (onehead.tracking.dense).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class TrackOptions:
 
     focal: float | None = None  # pixels; default: onehead.camera.default_focal
     optimize_focal: bool = False
-    dense: bool = True  # fit all of mediapipe's 478 points too (onehead.tracking.dense), not just 68
+    dense: bool = True  # also fit mediapipe's lip, eye and face-oval points (onehead.tracking.dense)
     fit: FitSettings = field(default_factory=FitSettings)
     progress: bool = True
     max_frames: int | None = None
@@ -99,7 +101,7 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
     K = intrinsics(focal, height, width).expand(frames, 3, 3).clone()
     w2c = default_world_to_cam(batch=frames)
     settings = options.fit
-    dense = _dense_targets(head, detections) if options.dense else None
+    dense = _dense_targets(head, detections, options.progress) if options.dense else None
     dense_at = (lambda rows: None) if dense is None else dense.select
 
     # 1. shape (and focal) from keyframes, fitted together from a cold start
@@ -129,10 +131,10 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
     return _tracking_from_fit(head, params, detections, K, w2c, image_size, fps)
 
 
-def _dense_targets(head: HeadModel, detections: Detections) -> DenseTargets:
+def _dense_targets(head: HeadModel, detections: Detections, progress: bool) -> DenseTargets:
     from onehead.tracking.dense import dense_embedding
 
-    embedding = dense_embedding(head)
+    embedding = dense_embedding(head, progress)  # built once per head model (about 7 s), then cached
     weights = embedding.weights()
     used = np.flatnonzero(weights > 0)  # the points with weight: a cheaper fit
     pixels = np.nan_to_num(interpolate_invalid(detections.points[:, used], detections.valid))
