@@ -116,7 +116,7 @@ def driving_motion(driving, reference: Reference, head, size: int, camera=None, 
                              (size, size)).numpy()
         world_to_cam = tracking.world_to_cam
     else:
-        values["global_pose"], values["neck_pose"], values["translation"] = _relative_motion(tracking, reference.tracking)
+        values["global_pose"], values["translation"] = _relative_motion(tracking, reference.tracking)
         if camera is None:
             K, world_to_cam = reference.tracking.K[0], reference.tracking.world_to_cam[0]
         elif isinstance(camera, (tuple, list)) and len(camera) == 2:
@@ -200,21 +200,14 @@ def _vertices(head, tracking: Tracking) -> torch.Tensor:
     return head(**params).vertices
 
 
-def _relative_motion(driving: Tracking, reference: Tracking) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Head rotation and translation of the driving frames relative to their first frame, applied
-    to the reference's pose: the head turns by R_rel = R_drv(t) R_drv(0)^T at the neck joint (so the
-    base of the neck stays with the still torso, as a person turns their head), and moves by
-    x_drv(t) - x_drv(0). Returns (global_pose (T, 3), neck_pose (T, 3), translation (T, 3))."""
+def _relative_motion(driving: Tracking, reference: Tracking) -> tuple[np.ndarray, np.ndarray]:
+    """Head rotation and translation of the driving frames relative to their first frame,
+    applied to the reference's pose: R_t = R_drv(t) R_drv(0)^T R_ref, x_t = x_ref + x_drv(t) - x_drv(0)."""
     first = Rotation.from_rotvec(driving.global_pose[0])
     ref = Rotation.from_rotvec(reference.global_pose[0])
-    relative = Rotation.from_rotvec(driving.global_pose) * first.inv()
-    # world rotation of the head = R_global R_neck; R_global = R_ref  =>  R_neck = R_ref^T R_rel R_ref,
-    # composed with the reference's own neck rotation
-    neck = ref.inv() * relative * ref * Rotation.from_rotvec(reference.neck_pose[0])
-    count = len(driving.global_pose)
-    global_pose = np.repeat(reference.global_pose[:1], count, 0)
+    rotations = Rotation.from_rotvec(driving.global_pose) * first.inv() * ref
     translation = reference.translation[0] + driving.translation - driving.translation[0]
-    return global_pose.astype(np.float32), neck.as_rotvec().astype(np.float32), translation.astype(np.float32)
+    return rotations.as_rotvec().astype(np.float32), translation.astype(np.float32)
 
 
 def _fit(values: np.ndarray, size: int) -> np.ndarray:
