@@ -217,7 +217,7 @@ def cmd_demo(args) -> int:
     from onehead.head.model import load_head_model
     from onehead.pipelines import Animator
     from onehead.tracking.tracker import TrackOptions, track_image
-    from onehead.tracking.visualize import fit_picture, overlay_tracking
+    from onehead.tracking.visualize import overlay_tracking
 
     out.mkdir(parents=True, exist_ok=True)
     head = load_head_model("basic")
