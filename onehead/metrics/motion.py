@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from onehead.data.tracking_file import Tracking
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68, interocular_distance
+from onehead.tracking.stability import MEDIAPIPE_INNER_LIPS, MEDIAPIPE_OUTER_EYES, opening
 
 MIN_SIDE = 256  # mediapipe misses faces in small frames: smaller frames are upsampled to this
 
@@ -108,19 +109,16 @@ def motion_metrics(prediction: Tracking | None, target: Tracking | None, count: 
 
 
 # ----------------------------------------------------------------------------- without ground truth
-MOUTH_INNER = (13, 14)  # mediapipe face mesh: inner upper lip, inner lower lip
-EYE_OUTER = (33, 263)  # mediapipe face mesh: the outer eye corners
+MOUTH_INNER = MEDIAPIPE_INNER_LIPS  # mediapipe face mesh: inner upper lip, inner lower lip (13, 14)
+EYE_OUTER = MEDIAPIPE_OUTER_EYES  # mediapipe face mesh: the outer eye corners (33, 263)
 
 
 def mouth_opening(points: np.ndarray) -> np.ndarray:
     """mediapipe face-mesh points (T, 468 or 478, 2) (NaN where lost) -> (T,) mouth opening: the
     inner-lip gap (points 13-14) over the outer-eye-corner distance (33-263); NaN where lost.
-    The ratio is free of the image scale, so frames of any size compare."""
-    points = np.asarray(points, np.float64)
-    gap = np.linalg.norm(points[:, MOUTH_INNER[0]] - points[:, MOUTH_INNER[1]], axis=-1)
-    eyes = np.linalg.norm(points[:, EYE_OUTER[0]] - points[:, EYE_OUTER[1]], axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(eyes > 0, gap / eyes, np.nan)
+    The ratio is free of the image scale, so frames of any size compare (the tracker's own
+    measure, onehead.tracking.stability.opening)."""
+    return opening(points, MOUTH_INNER, EYE_OUTER)
 
 
 def mouth_points(tracking: Tracking | None, count: int) -> np.ndarray:
