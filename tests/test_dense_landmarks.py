@@ -86,7 +86,7 @@ def test_the_embedding_lands_where_mediapipe_sees_a_new_head(head, small_embeddi
     from onehead.tracking.dense import _renders
     from onehead.tracking.landmarks import LandmarkDetector
 
-    image, fragments, _ = next(_renders(head, 1, (10.0,), 384, seed=99))
+    image, _ = next(_renders(head, 1, (10.0,), 384, seed=99))
     with LandmarkDetector(mode="image") as detector:
         found = detector.detect(image)
     assert found is not None

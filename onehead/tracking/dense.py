@@ -96,22 +96,23 @@ def build_dense_embedding(head: HeadModel, identities: int = 8, yaws=YAWS, size:
     from onehead.tracking.landmarks import LandmarkDetector
 
     lifted = [[] for _ in range(NUM_POINTS)]  # per point: (face, bary, template position) samples
-    renders = list(_renders(head, identities, yaws, size, seed))
+    count = identities * len(yaws)
     with LandmarkDetector(mode="image") as detector:
-        for image, fragments, template in tqdm(renders, desc="dense landmark embedding (once per head model)",
-                                               unit="render", disable=not progress, leave=False):
+        for image, fragments in tqdm(_renders(head, identities, yaws, size, seed), total=count, unit="render",
+                                     desc="dense landmark embedding (once per head model)", disable=not progress,
+                                     leave=False):
             found = detector.detect(image)
             if found is None:
                 continue
-            _lift(found.points[:, :2], fragments, head, template, lifted)
+            _lift(found.points[:, :2], fragments, head, lifted)
     if sum(len(samples) > 0 for samples in lifted) < NUM_POINTS - len(IRIS_POINTS):
         raise NoFaceError(f"dense landmark embedding: mediapipe found the face in too few of the "
-                          f"{len(renders)} renders of the head model")
+                          f"{count} renders of the head model")
     return _medoids(lifted, head)
 
 
 def _renders(head: HeadModel, identities: int, yaws, size: int, seed: int):
-    """(uint8 image (H, W, 3), Fragments of the render, the template positions (V, 3)) per view."""
+    """(uint8 image (H, W, 3), Fragments of the render) per view."""
     from onehead.camera import intrinsics
     from onehead.data import synthetic
     from onehead.render.rasterize import rasterize_mesh
@@ -126,20 +127,21 @@ def _renders(head: HeadModel, identities: int, yaws, size: int, seed: int):
     for _ in range(identities):
         identity = synthetic.random_identity(rng, head.num_shape, "dense")
         shape = identity.shape * 0.7  # typical faces, not caricatures
+        albedo = None if atlas is None else synthetic.paint_albedo(atlas, identity.appearance)
+        with torch.no_grad():
+            vertices = head(shape=torch.as_tensor(shape)[None]).vertices
         for yaw in yaws:
             world_to_cam = synthetic.look_at_camera(yaw, 0.0, 1.0, target)
             with torch.no_grad():
-                vertices = head(shape=torch.as_tensor(shape)[None]).vertices
                 fragments = rasterize_mesh(vertices, head.faces, K, torch.as_tensor(world_to_cam), size, size)
-            if atlas is not None:
-                albedo = synthetic.paint_albedo(atlas, identity.appearance)
+            if albedo is not None:
                 view = synthetic.render_head(head, shape, rest, albedo, K.numpy(), world_to_cam, size, light,
                                              background)
                 rgb = view.rgb[0]
             else:
                 rgb = _shaded(head, vertices, fragments, world_to_cam, light, background)
             image = (rgb.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
-            yield np.ascontiguousarray(image), fragments, head.v_template
+            yield np.ascontiguousarray(image), fragments
 
 
 def _shaded(head, vertices, fragments, world_to_cam, light, background) -> torch.Tensor:
@@ -159,14 +161,15 @@ def _shaded(head, vertices, fragments, world_to_cam, light, background) -> torch
     return rgb.clamp(0, 1).permute(2, 0, 1)
 
 
-def _lift(points: np.ndarray, fragments, head: HeadModel, template: torch.Tensor, lifted: list) -> None:
-    """Add the surface spot under each detected point (478, 2) to its samples."""
+def _lift(points: np.ndarray, fragments, head: HeadModel, lifted: list) -> None:
+    """Add the surface spot under each detected point (478, 2) to its samples (with its template
+    position, where the medoid is taken)."""
     height, width = fragments.face_index.shape[1:]
     cols = np.clip(np.round(points[:, 0]).astype(int), 0, width - 1)
     rows = np.clip(np.round(points[:, 1]).astype(int), 0, height - 1)
     faces = fragments.face_index[0, rows, cols].numpy()
     bary = fragments.bary[0, rows, cols].numpy()
-    corners = template[head.faces[torch.as_tensor(faces).clamp(min=0)]].numpy()  # (478, 3, 3)
+    corners = head.v_template[head.faces[torch.as_tensor(faces).clamp(min=0)]].numpy()  # (478, 3, 3)
     positions = (corners * bary[..., None]).sum(1)
     for i in range(NUM_POINTS):
         if faces[i] >= 0:
