@@ -108,7 +108,7 @@ class GaussianDiffusionAnimator(Animator):
         """A prepared reference and motion -> frames (T, 3, S, S) in [0, 1] and control maps
         (T, C, s, s) at the model's control resolution, on the CPU. settings: InferenceSettings
         fields for this call."""
-        from onehead.pipelines.reenactment import paste_back
+        from onehead.pipelines.reenactment import grown_region, paste_back
 
         run = replace(self.inference, "inference settings", **settings) if settings else self.inference
         params, K, w2c = self.motion_inputs(motion)
@@ -121,8 +121,6 @@ class GaussianDiffusionAnimator(Animator):
                 if self.model.config.correct_warp else None)
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
         if base is not None and run.correction_margin < 1:  # the correction on the head, the warp elsewhere
-            from onehead.pipelines.reenactment import grown_region
-
             on_head = grown_region([base.reference_covered, base.covered], run.correction_margin).to(frames)
             frames = on_head * frames + (1 - on_head) * base.image.to(frames)
         if run.background == "reference":

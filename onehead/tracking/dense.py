@@ -71,7 +71,7 @@ _MEMORY: dict[str, DenseEmbedding] = {}
 
 
 def dense_embedding(head: HeadModel, progress: bool = False) -> DenseEmbedding:
-    """The head's DenseEmbedding from memory, the cache folder, or a fresh build (about a minute)."""
+    """The head's DenseEmbedding from memory, the cache folder, or a fresh build (a few seconds)."""
     key = _head_key(head)
     if key in _MEMORY:
         return _MEMORY[key]

@@ -134,7 +134,7 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
 def _dense_targets(head: HeadModel, detections: Detections, progress: bool) -> DenseTargets:
     from onehead.tracking.dense import dense_embedding
 
-    embedding = dense_embedding(head, progress)  # built once per head model (about 7 s), then cached
+    embedding = dense_embedding(head, progress)  # built once per head model (about 5 s), then cached
     weights = embedding.weights()
     used = np.flatnonzero(weights > 0)  # the points with weight: a cheaper fit
     pixels = np.nan_to_num(interpolate_invalid(detections.points[:, used], detections.valid))
