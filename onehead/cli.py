@@ -288,7 +288,7 @@ def cmd_synth(args) -> int:
     options = SynthOptions(identities=args.identities, sequences=args.sequences, frames=args.frames,
                            views=args.views, size=args.size, seed=args.seed, fps=args.fps,
                            backgrounds=not args.no_backgrounds, cross_pairs=args.cross_pairs,
-                           progress=not args.quiet)
+                           studio=args.studio, progress=not args.quiet)
     with atomic_path(out) as tmp:  # written beside `out`, swapped in when complete
         summary = synthesize(head, tmp, options)
     print(f"wrote {summary['sequences']} sequences ({summary['frames_rendered']} frames, "
@@ -509,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also render each identity with the next one's motion (the exact answer for "
                         "cross-identity reenactment)")
     p.add_argument("--no-backgrounds", action="store_true", help="black backgrounds")
+    p.add_argument("--studio", action="store_true",
+                   help="one camera rig, light and backdrop per identity, shared by its sequences (a capture "
+                        "studio: the data a person-specific avatar trains on)")
     flame(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)

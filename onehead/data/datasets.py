@@ -131,3 +131,55 @@ def _params(view: View, frames: list[int], squeeze: bool = False) -> dict:
     raw = view.tracking.head_params(frames)
     params = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in raw.items()}
     return {k: v[0] for k, v in params.items()} if squeeze else params
+
+
+@dataclass(frozen=True)
+class FrameKey:
+    """One frame of one view of one sequence folder."""
+
+    sequence: str  # the sequence folder's path
+    view: str
+    frame: int
+
+
+def select_frames(roots, views: list[str] | None = None, frames: slice | None = None) -> list[FrameKey]:
+    """Every frame under the dataset folders, restricted to some views and a range of frame indices."""
+    sequences, _ = open_dataset(roots)
+    keys = []
+    for sequence in sequences:
+        for name, view in sequence.views.items():
+            if views is not None and name not in views:
+                continue
+            indices = range(view.num_frames)[frames] if frames is not None else range(view.num_frames)
+            keys += [FrameKey(str(sequence.directory), name, t) for t in indices]
+    return keys
+
+
+class FrameDataset(torch.utils.data.Dataset):
+    """Single frames for a person-specific model: image (3, S, S), mask (1, S, S) (ones without
+    masks), params {shape (S,), expression (E,), ...}, K (3, 3) at size S, world_to_cam (4, 4)."""
+
+    def __init__(self, keys: list[FrameKey], size: int):
+        if not keys:
+            raise MediaReadError("no frames selected (check the views and frame range)")
+        self.keys, self.size = list(keys), size
+        self._views: dict[tuple[str, str], View] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def view(self, key: FrameKey) -> View:
+        if (key.sequence, key.view) not in self._views:
+            self._views[key.sequence, key.view] = open_sequence(key.sequence).views[key.view]
+        return self._views[key.sequence, key.view]
+
+    def __getitem__(self, index: int) -> dict:
+        key = self.keys[index]
+        view = self.view(key)
+        images, masks = view.tensors([key.frame], self.size)
+        if masks is None:
+            masks = torch.ones(1, 1, self.size, self.size)
+        height, width = (int(v) for v in view.tracking.image_size)
+        K = scale_intrinsics(_tensor(view.tracking.K[key.frame]), (height, width), (self.size, self.size))
+        return {"image": images[0], "mask": masks[0], "params": _params(view, [key.frame], squeeze=True),
+                "K": K, "world_to_cam": _tensor(view.tracking.world_to_cam[key.frame]), "index": index}

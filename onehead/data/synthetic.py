@@ -432,6 +432,8 @@ class SynthOptions:
     texture_size: int = 256
     backgrounds: bool = True
     cross_pairs: bool = False
+    studio: bool = False  # one camera rig, light and backdrop per identity, shared by all its sequences
+    # (a capture studio: what a person-specific avatar trains on); otherwise new ones per sequence
     progress: bool = True
 
 
@@ -464,13 +466,14 @@ def synthesize(head, out: str | Path, options: SynthOptions = SynthOptions()) ->
     for ident in identities:
         for s in range(options.sequences):
             motion = random_motion(rng, options.frames, options.fps, head.num_expression)
-            Ks, w2cs = random_cameras(rng, options.views, options.size, target, field)
-            # one backdrop per sequence, seen by all its cameras (as in a capture studio), so a
-            # reference from any view tells a model what the background of every view looks like
-            backdrop = random_background(rng, options.size) if options.backgrounds else None
-            backgrounds = None if backdrop is None else [backdrop] * options.views
-            plans.append(_SequencePlan(f"{ident.name}_s{s:02d}", ident, motion, Ks, w2cs, random_light(rng),
-                                       backgrounds, {}))
+            if s == 0 or not options.studio:
+                Ks, w2cs = random_cameras(rng, options.views, options.size, target, field)
+                # one backdrop per sequence, seen by all its cameras (as in a capture studio), so a
+                # reference from any view tells a model what the background of every view looks like
+                backdrop = random_background(rng, options.size) if options.backgrounds else None
+                backgrounds = None if backdrop is None else [backdrop] * options.views
+                light = random_light(rng)
+            plans.append(_SequencePlan(f"{ident.name}_s{s:02d}", ident, motion, Ks, w2cs, light, backgrounds, {}))
     pairs = []
     if options.cross_pairs:  # identity A (its look, light, background) moved by the next identity's motion
         own = {p.identity.name: p for p in plans if p.name.endswith("_s00")}

@@ -63,6 +63,10 @@ register_family("onehead-animator", "one-shot", "animator.json",
                 target="onehead.pipelines.gaussian_diffusion:GaussianDiffusionAnimator",
                 training="onehead.training.gaussian_diffusion:GaussianDiffusionFamily")
 
+register_family("onehead-avatar", "person", "avatar.json",
+                target="onehead.pipelines.diffusion_avatar:DiffusionAvatar",
+                training="onehead.training.person_avatar:PersonAvatarFamily")
+
 # the embedded default model, shipped inside the package (a plain `pip install .` has it)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "animator-small"
 

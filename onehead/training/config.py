@@ -38,6 +38,9 @@ class DataConfig:
     # continuous). onehead's synthetic sequences are continuous motion, so a demo without real
     # video may set this to false.
     stage2_real_only: bool = True
+    # person-specific families (onehead-avatar): which views and frames of data.train to train on
+    views: list[str] | None = None  # None: every view
+    frames: str | None = None  # a slice of each view's frame indices, e.g. "0:100"; None: all
 
 
 @dataclass

@@ -70,6 +70,9 @@ class GaussianDiffusionFamily:
         t, d = config.train, config.data
         if t.stage not in (1, 2):
             raise ConfigError(f"train.stage must be 1 or 2, got {t.stage}")
+        if d.views is not None or d.frames is not None:
+            raise ConfigError("data.views and data.frames select a person's frames (onehead-avatar); "
+                              "the Animator trains on every frame of data.train")
         if t.stage == 1 and d.clip_length != 1:
             raise ConfigError(f"stage 1 trains single frames: data.clip_length must be 1, got {d.clip_length}")
         if t.stage == 2 and d.clip_length < 2:

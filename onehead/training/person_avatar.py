@@ -1,0 +1,243 @@
+"""The training family of DiffusionAvatars (`model.kind: onehead-avatar`), paper 000.
+
+One person's frames (data.train folders, restricted by data.views and data.frames) with their
+tracking. Each step crops and resizes the targets at random (the paper's augmentation; the camera
+intrinsics follow the crop, so the rasterized buffers stay aligned), mattes them onto the
+background grey, and trains with v-prediction on a zero-terminal-SNR schedule ("diffusion") or
+L1 on the clean latents in one pass ("direct", the DNR-style baseline).
+
+Parameter groups as in the paper: ControlNet, expression layers and prompt token at
+train.learning_rate (paper: 1e-4), TriPlanes and ambient map at FEATURE_LR_RATIO times it (paper:
+1e-2), and the UNet at train.learning_rate when model.train_unet (tiny: there is no prior to freeze).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onehead.errors import ConfigError
+from onehead.training.family import ParamGroup
+
+FEATURE_LR_RATIO = 100.0
+MAX_ZOOM = 1.25  # random crops keep at least 1 / MAX_ZOOM of the frame's side
+
+
+def split_model_section(section: dict) -> tuple[str, dict, dict]:
+    """(preset, architecture overrides, AvatarSettings overrides) of a config's model section."""
+    from dataclasses import fields
+
+    from onehead.models.person_avatar import AvatarSettings
+
+    settings = {k: v for k, v in section.items() if k != "kind"}
+    inference = dict(settings.pop("inference", None) or {})
+    for name in [f.name for f in fields(AvatarSettings)]:
+        if name in settings:
+            inference[name] = settings.pop(name)
+    return settings.pop("preset", "tiny"), settings, inference
+
+
+def parse_frames(text: str | None) -> slice | None:
+    """"100:120" -> slice(100, 120); None -> None (every frame)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(p) if p.strip() else None for p in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (2, 3):
+        raise ConfigError(f"frames must be a slice like 0:100 (or ::2), got {text!r}")
+    return slice(*parts)
+
+
+def crop_and_resize(images: torch.Tensor, K: torch.Tensor, zoom: torch.Tensor, corner: torch.Tensor):
+    """Crop each image (B, C, S, S) to a square of side S / zoom (B,) with its top-left edge at
+    corner (B, 2) in pixels, resize back to S; K (B, 3, 3) follows (pixel centres at integers)."""
+    size = images.shape[-1]
+    scale = 1 / zoom
+    offset = scale[:, None] - 1 + 2 * corner / size  # (B, 2): normalised x, y of the crop's centre
+    theta = torch.zeros(len(images), 2, 3, dtype=images.dtype, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = offset
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    cropped = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    K = K.clone()
+    K[:, 0, 0] *= zoom
+    K[:, 1, 1] *= zoom
+    K[:, :2, 2] = zoom[:, None] * (K[:, :2, 2] + 0.5 - corner) - 0.5
+    return cropped, K
+
+
+def avatar_loss(model, batch: dict, generator: torch.Generator | None = None, background: float = 0.0,
+                augment: bool = True) -> torch.Tensor:
+    """The loss of one batch of FrameDataset items; every random draw from `generator`."""
+    from diffusers import DDPMScheduler
+
+    device = model.device
+    images, masks, K = batch["image"].to(device), batch["mask"].to(device), batch["K"].to(device)
+    count, size = len(images), images.shape[-1]
+    draw_on = generator.device if generator is not None else None
+    if augment:
+        zoom = 1 + (MAX_ZOOM - 1) * torch.rand(count, generator=generator, device=draw_on).to(device)
+        corner = torch.rand(count, 2, generator=generator, device=draw_on).to(device) * (size - size / zoom[:, None])
+        both, K = crop_and_resize(torch.cat([images, masks], 1), K, zoom, corner)
+        images, masks = both[:, :3], both[:, 3:]
+    target = images * masks + background * (1 - masks)
+    params = {k: v.to(device) for k, v in batch["params"].items()}
+    control = model.control(params, K, batch["world_to_cam"].to(device))
+    code = model.expression_code(params)
+    with torch.no_grad():
+        latents = model.codec.encode(target * 2 - 1, sample=True, generator=generator)
+    if model.config.objective == "direct":
+        return F.l1_loss(model.regress(control, code).float(), latents.float())
+    scheduler = DDPMScheduler(**model.scheduler_config())
+    noise = torch.randn(latents.shape, generator=generator, device=draw_on).to(latents)
+    timesteps = torch.randint(0, model.config.num_train_timesteps, (count,), generator=generator,
+                              device=draw_on).to(device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    velocity = scheduler.get_velocity(latents, noise, timesteps)
+    return F.mse_loss(model.predict(noisy, timesteps, control, code).float(), velocity.float())
+
+
+def training_record(keys) -> dict:
+    """What an avatar trained on, compactly: {sequence path: {view: [[first, last], ...]}}."""
+    record: dict = {}
+    for key in keys:
+        record.setdefault(str(Path(key.sequence).resolve()), {}).setdefault(key.view, []).append(key.frame)
+    for views in record.values():
+        for view, frames in views.items():
+            frames = sorted(frames)
+            runs, start = [], frames[0]
+            for a, b in zip(frames, frames[1:] + [None]):
+                if b != a + 1:
+                    runs.append([start, a])
+                    start = b
+            views[view] = runs
+    return {"frames": record, "count": len(keys)}
+
+
+def record_keys(record: dict):
+    """The FrameKeys of a training_record."""
+    from onehead.data.datasets import FrameKey
+
+    return [FrameKey(sequence, view, t) for sequence, views in record.get("frames", {}).items()
+            for view, runs in views.items() for first, last in runs for t in range(first, last + 1)]
+
+
+class PersonAvatarFamily:
+    """TrainingFamily of DiffusionAvatars; `onehead.training.get_family("onehead-avatar")`."""
+
+    name = "onehead-avatar"
+    config_file = "avatar.json"
+
+    def __init__(self):
+        self.settings = None  # AvatarSettings saved with every checkpoint
+        self.training_data = None
+
+    def check_config(self, config) -> None:
+        if config.train.stage != 1:
+            raise ConfigError(f"DiffusionAvatars train in one stage: train.stage must be 1, got {config.train.stage}")
+        if config.data.clip_length != 1:
+            raise ConfigError("DiffusionAvatars train on single frames: data.clip_length must be 1")
+        parse_frames(config.data.frames)
+        preset, architecture, inference = split_model_section(config.model)
+        sd_path = architecture.get("sd_path")
+        if sd_path and not Path(sd_path).is_dir():
+            raise ConfigError(f"model.sd_path {sd_path}: no such folder; point it at a local diffusers-format "
+                              "Stable Diffusion folder (unet/, vae/, scheduler/)")
+
+    def build(self, model_config: dict, train, resume_from: Path | None):
+        from onehead.models.person_avatar import PRESETS, PersonAvatarConfig
+        from onehead.pipelines.diffusion_avatar import DiffusionAvatar, build_model
+        from onehead.training.checkpoint import resolve_checkpoint
+
+        preset, architecture, inference = split_model_section(model_config)
+        if resume_from is not None:
+            avatar = DiffusionAvatar.from_pretrained(resume_from)
+        elif train.init_from:
+            start = resolve_checkpoint(train.init_from, Path(train.output_dir), self.config_file, need_state=False)
+            avatar = DiffusionAvatar.from_pretrained(start, **inference)
+        else:
+            if preset not in PRESETS:
+                raise ConfigError(f"model.preset {preset!r}: use one of {', '.join(PRESETS)}")
+            from onehead.config import replace
+
+            config = PersonAvatarConfig.from_preset(preset, **architecture)
+            avatar = DiffusionAvatar(build_model(config), replace(PRESETS[preset][1], "model section", **inference))
+        self.settings = avatar.settings
+        model = avatar.model
+        model.set_trainable()
+        if train.gradient_checkpointing:
+            model.unet.enable_gradient_checkpointing()
+            model.controlnet.enable_gradient_checkpointing()
+        return model
+
+    def datasets(self, model, config):
+        """The selected frames of data.train (FrameDataset); data.validation: held-out frames of the
+        same person (every frame of that folder), or None. Sets the avatar's shape and home view."""
+        from onehead.data.datasets import FrameDataset, select_frames
+        from onehead.training.data import MixedDataset
+
+        frames = parse_frames(config.data.frames)
+        sources = [s for s in config.data.train if s.weight > 0]
+        sets = [FrameDataset(select_frames(s.path, config.data.views, frames), model.config.resolution)
+                for s in sources]
+        keys = [k for s in sets for k in s.keys]
+        self.training_data = training_record(keys)
+        set_person(model, sets[0])
+        held_out = None
+        if config.data.validation:
+            held_out = FrameDataset(select_frames(config.data.validation, config.data.views), model.config.resolution)
+        return MixedDataset(sets, [s.weight for s in sources]), held_out
+
+    def parameter_groups(self, model, train) -> list[ParamGroup]:
+        names = {id(p): n for n, p in model.named_parameters()}
+        rates = {"controlnet": None, "unet": None, "features": train.learning_rate * FEATURE_LR_RATIO}
+        return [ParamGroup(part, {names[id(p)]: p for p in params}, lr=rates[part],
+                           weight_decay=0.0 if part == "features" else None)
+                for part, params in model.trainable_parts().items()]
+
+    def loss(self, model, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        return avatar_loss(model, batch, generator, background=self.settings.background)
+
+    def validation_columns(self, model, batch: dict, train) -> list[torch.Tensor]:
+        """target (matted) | normals buffer | render (train.validation_sampling_steps steps, seed train.seed)."""
+        from onehead.config import replace
+        from onehead.data.tracking_file import Tracking
+        from onehead.pipelines.diffusion_avatar import DiffusionAvatar
+
+        background = self.settings.background
+        target = batch["image"] * batch["mask"] + background * (1 - batch["mask"])
+        params = {k: v.to(model.device) for k, v in batch["params"].items()}
+        g = model.buffers(params, batch["K"], batch["world_to_cam"])
+        normals = (g.normals * 0.5 + 0.5) * g.mask
+        count = len(target)
+        tracking = Tracking(shape=params["shape"][0].cpu().numpy(),
+                            **{k: params[k].cpu().numpy() for k in params if k != "shape"},
+                            K=batch["K"].cpu().numpy(), world_to_cam=batch["world_to_cam"].cpu().numpy(),
+                            landmarks68=np.zeros((count, 68, 2), np.float32),
+                            landmarks_mp=np.zeros((count, 478, 2), np.float32), valid=np.ones(count, bool),
+                            fit_error=np.zeros(count, np.float32),
+                            image_size=np.array([model.config.resolution] * 2), head_model=model.head.kind)
+        settings = replace(self.settings, "validation", steps=train.validation_sampling_steps, seed=train.seed)
+        rendered = DiffusionAvatar(model, settings).render(tracking)
+        return [c[:, None].cpu() for c in (target, normals, rendered)]
+
+    def save_pretrained(self, model, directory: Path) -> None:
+        from onehead.pipelines.diffusion_avatar import DiffusionAvatar
+
+        DiffusionAvatar(model, self.settings, self.training_data).save_pretrained(directory)
+
+
+def set_person(model, frames) -> None:
+    """The avatar's identity shape and home view, from the first selected frame (FrameDataset)."""
+    item = frames[0]
+    params = item["params"]
+    with torch.no_grad():
+        model.shape.copy_(torch.as_tensor(params["shape"])[: model.shape.numel()])
+        model.home_K.copy_(item["K"])
+        model.home_world_to_cam.copy_(item["world_to_cam"])
+        model.home_pose.copy_(torch.cat([params["global_pose"], params["translation"]]))
