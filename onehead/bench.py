@@ -408,6 +408,83 @@ def report_animate(size: int | None = None, frames: int | None = None) -> dict:
     return r
 
 
+def bench_avatar(size: int | None = None, frames: int | None = None) -> dict:
+    """DiffusionAvatars speed: the embedded avatar (or a random tiny one of the same shape) rendering
+    a synthetic motion at its default steps: the whole frame, each part, and one training step."""
+    import tempfile
+
+    from onehead.data.datasets import FrameDataset, select_frames
+    from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.head.model import load_head_model
+    from onehead.pipelines.diffusion_avatar import DiffusionAvatar, default_avatar_dir
+    from torch.utils.data import default_collate
+
+    from onehead.training.person_avatar import avatar_loss
+
+    frames = frames or 16
+    head = load_head_model("basic")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    embedded = default_avatar_dir()
+    if embedded is not None and size is None:
+        avatar, what = DiffusionAvatar.from_pretrained(embedded, head=head), "embedded avatar"
+    else:
+        overrides = {"resolution": size} if size else {}
+        avatar, what = DiffusionAvatar.from_preset("tiny", head, **overrides), "tiny (random weights)"
+    avatar.to(device)
+    model, resolution = avatar.model, avatar.resolution
+    with tempfile.TemporaryDirectory() as out:
+        synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=resolution, progress=False))
+        keys = select_frames(out)
+        batch = default_collate([FrameDataset(keys, resolution)[i] for i in range(min(4, len(keys)))])
+        tracking = FrameDataset(keys, resolution).view(keys[0]).tracking
+    avatar.render(tracking.select(slice(0, 2)))  # warm-up
+    start = time.perf_counter()
+    avatar.render(tracking)
+    seconds = time.perf_counter() - start
+    params, K, w2c = avatar.frame_inputs(tracking)
+    window = min(frames, avatar.settings.batch)
+    part = {k: v[:window] for k, v in params.items()}
+    with torch.no_grad():
+        control_s = _seconds(lambda: model.control(part, K[:window], w2c[:window]), device, repeats=3)
+        control, code = model.control(part, K[:window], w2c[:window]), model.expression_code(part)
+        latent = resolution // model.codec.factor
+        latents = torch.zeros(window, model.codec.latent_channels, latent, latent, device=device)
+        t = torch.full((window,), 999, device=device)
+        step_s = _seconds(lambda: model.predict(latents, t, control, code), device, repeats=3)
+        decode_s = _seconds(lambda: model.codec.decode(latents), device, repeats=3)
+    model.train()
+    model.set_trainable()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+
+    def train_step():
+        optimizer.zero_grad()
+        avatar_loss(model, _on(batch, device), torch.Generator(device="cpu").manual_seed(0)).backward()
+        optimizer.step()
+
+    train_s = _seconds(train_step, device, repeats=3)
+    model.eval()
+    return {"machine": machine_line(), "model": f"{what} on {device.type}", "resolution": resolution,
+            "steps": avatar.settings.steps, "frames": frames, "control_ms_per_frame": 1000 * control_s / window,
+            "denoise_step_ms_per_frame": 1000 * step_s / window, "decode_ms_per_frame": 1000 * decode_s / window,
+            "train_step_ms": 1000 * train_s, "train_batch": len(batch["image"]),
+            "seconds_per_frame": seconds / frames, "frames_per_s": frames / seconds}
+
+
+def report_avatar(size: int | None = None, frames: int | None = None) -> dict:
+    r = bench_avatar(size, frames)
+    print(f"onehead bench avatar  ({r['machine']})")
+    print(f"  {r['model']} DiffusionAvatar at {r['resolution']}x{r['resolution']}, {r['steps']} DDIM step(s), "
+          f"{r['frames']} frames:")
+    rows = [("mesh buffers + TriPlane + ambient features", "control_ms_per_frame", "ms/frame"),
+            ("one denoising step (ControlNet + UNet + expression attention)", "denoise_step_ms_per_frame", "ms/frame"),
+            ("decoding", "decode_ms_per_frame", "ms/frame")]
+    for label, key, unit in rows:
+        print(f"    {label:<62s} {r[key]:8.2f} {unit}")
+    print(f"    whole frame  {r['seconds_per_frame']:.3f} s ({r['frames_per_s']:.1f} frames/s)")
+    print(f"    one training step (batch {r['train_batch']}, loss + backward + AdamW)  {r['train_step_ms']:.0f} ms")
+    return r
+
+
 # =============================================================================== onehead bench gpu
 # One prepared run for a machine with one GPU (H100/H200; a few minutes), printing one markdown
 # table. On CPU it runs the same rows at reduced sizes and skips the CUDA-only ones, saying so.
@@ -823,7 +900,7 @@ def report_gpu(size: int | None = None, frames: int | None = None) -> dict:
 
 def report_all(size: int | None = None, frames: int | None = None) -> dict:
     """Every benchmark at its defaults, then one table of the per-part figures."""
-    results = {name: BENCHMARKS[name]() for name in ("track", "raster", "splat", "synth", "animate")}
+    results = {name: BENCHMARKS[name]() for name in ("track", "raster", "splat", "synth", "animate", "avatar")}
     rows = summary_rows(results)
     print()
     print(f"machine: {machine_line()}")
@@ -861,6 +938,13 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
              ("animate: one denoising step", setting, f"{a['denoise_step_ms_per_frame']:.1f} ms/frame", ""),
              ("animate: whole frame", f"{setting}, {a['steps']} step(s)", f"{1000 * a['seconds_per_frame']:.1f} ms/frame",
               f"{a['frames_per_s']:.1f} frames/s")]
+    v = results["avatar"]
+    setting = f"{v['model']}, {v['resolution']}x{v['resolution']}"
+    rows += [("avatar: buffers and features", setting, f"{v['control_ms_per_frame']:.1f} ms/frame", ""),
+             ("avatar: one denoising step", setting, f"{v['denoise_step_ms_per_frame']:.1f} ms/frame", ""),
+             ("avatar: whole frame", f"{setting}, {v['steps']} step(s)", f"{1000 * v['seconds_per_frame']:.1f} ms/frame",
+              f"{v['frames_per_s']:.1f} frames/s"),
+             ("avatar: training step", f"{setting}, batch {v['train_batch']}", f"{v['train_step_ms']:.0f} ms", "")]
     return rows
 
 
@@ -871,6 +955,7 @@ BENCHMARKS = {
     "raster": report_raster,
     "synth": report_synth,
     "animate": report_animate,
+    "avatar": report_avatar,
     "splat": report_splat,
     "gpu": report_gpu,
     "all": report_all,

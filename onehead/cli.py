@@ -330,6 +330,99 @@ def cmd_animate(args) -> int:
     return 0
 
 
+def cmd_avatar_train(args) -> int:
+    """`onehead avatar train`: a raw video or a dataset folder -> OUT/model (onehead.training.person_avatar)."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder (it gets data/, run/ and model/)")
+    if not Path(args.input).exists() and args.input != "carphone":
+        raise ConfigError(f"{args.input}: no such video or dataset folder")
+    from onehead.training.person_avatar import make_avatar
+
+    source = args.input
+    if source == "carphone":
+        from onehead.data.samples import carphone_path
+
+        source = carphone_path()
+    start = time.perf_counter()
+    model = make_avatar(source, out, preset=args.preset, steps=args.steps, frames=args.frames, views=args.views,
+                        size=args.size, overrides=args.overrides, progress=not args.quiet)
+    print(f"avatar trained in {(time.perf_counter() - start) / 60:.1f} min -> {model} "
+          f"(render it: onehead avatar render {out} --driving VIDEO --out avatar.mp4)")
+    return 0
+
+
+def cmd_avatar_render(args) -> int:
+    """`onehead avatar render`: an avatar driven by a tracking or a video, at a chosen camera."""
+    check_outputs([Output("--out", args.out, "video")]
+                  + ([Output("--side-by-side", args.side_by_side, "video")] if args.side_by_side else []),
+                  [("avatar", args.avatar), ("--driving", args.driving)])
+    from onehead.data.tracking_file import load_tracking
+    from onehead.data.video import write_video
+    from onehead.pipelines.diffusion_avatar import interpolate_expressions, orbit_cameras
+    from onehead.pipelines.person_avatar import PersonAvatar
+    from onehead.pixels import frames_to_uint8
+
+    folder = Path(args.avatar)
+    if (folder / "model").is_dir() and not (folder / "avatar.json").is_file():
+        folder = folder / "model"  # the --out folder of `onehead avatar train`
+    avatar = PersonAvatar.from_pretrained(folder)
+    settings = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    driving_frames = None
+    if str(args.driving).endswith(".npz"):
+        tracking = load_tracking(args.driving)
+    else:
+        from onehead.data.video import read_frames
+        from onehead.tracking.tracker import TrackOptions, track_frames
+
+        driving_frames, fps = read_frames(args.driving, max_frames=args.max_frames)
+        tracking = track_frames(driving_frames, fps, avatar.head, TrackOptions(progress=not args.quiet),
+                                name=str(args.driving))
+        print(_lost_frames(tracking.valid, f"driving {args.driving}"))
+    if args.max_frames:
+        tracking = tracking.select(slice(0, args.max_frames))
+    if args.interpolate:
+        keys = [int(k) for k in args.interpolate.split(",")]
+        tracking = interpolate_expressions(tracking, keys, args.between)
+        driving_frames = None
+    camera = None
+    if args.camera != "driving":  # the avatar's own home view, the driving head motion relative to its first frame
+        tracking = avatar.transfer(tracking)
+        if args.camera == "orbit":
+            camera = orbit_cameras(avatar.home_camera(), tracking.num_frames, degrees=args.orbit_degrees)
+        elif args.camera != "home":
+            camera = _camera_file(args.camera)
+    start = time.perf_counter()
+    frames = avatar.render(tracking, camera, progress=not args.quiet, **settings)
+    seconds = time.perf_counter() - start
+    pixels = frames_to_uint8(frames)
+    write_video(args.out, pixels, fps=float(tracking.fps))
+    print(f"rendered {len(pixels)} frames at {pixels.shape[1]}x{pixels.shape[2]} in {seconds:.1f} s "
+          f"({len(pixels) / seconds:.1f} frames/s) -> {args.out}")
+    if args.side_by_side:
+        from onehead.render.visualize import side_by_side
+
+        columns = ([("driving", driving_frames[: len(pixels)])] if driving_frames is not None else []) + \
+            [("avatar", frames)]
+        write_video(args.side_by_side, side_by_side(columns, tile=256), fps=float(tracking.fps))
+        print(f"side by side -> {args.side_by_side}")
+    return 0
+
+
+def _camera_file(path: str):
+    """--camera FILE.npz: arrays K (3, 3) and world_to_cam (4, 4), one pair or one per frame."""
+    import numpy as np
+
+    from onehead.errors import MediaReadError
+
+    if not str(path).endswith(".npz") or not Path(path).is_file():
+        raise ConfigError(f"--camera {path}: use home, driving, orbit or an .npz file with K and world_to_cam")
+    with np.load(path, allow_pickle=False) as data:
+        if "K" not in data.files or "world_to_cam" not in data.files:
+            raise MediaReadError(f"{path}: a camera file needs the arrays K and world_to_cam")
+        return data["K"], data["world_to_cam"]
+
+
 def cmd_eval(args) -> int:
     from onehead.errors import ConfigError
 
@@ -352,15 +445,33 @@ def cmd_eval(args) -> int:
     from onehead.head.model import load_head_model
     from onehead.pipelines.families import default_model_dir
 
+    if args.frames is not None and args.task != "avatar":
+        raise ConfigError("--frames belongs to --task avatar")
     models = args.model or [str(default_model_dir())]
     settings = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     methods = [load_method(m, **settings) for m in models if m != "none"]
-    methods += baseline_methods(methods[0].head if methods else load_head_model("basic"))
+    person = [m for m in methods if m.protocol == "person"]
+    trained_on, matte = None, None
+    if args.task == "avatar":
+        if not person or len(person) != len(methods):
+            raise ConfigError("--task avatar scores person-specific avatars: give their folders with --model "
+                              "(onehead avatar train writes them)")
+        from onehead.evaluation.methods import nearest_frame_method
+
+        trained_on, matte = person[0].training_data, person[0].identifier.get("background", 0.0)
+        if not trained_on:
+            raise ConfigError(f"{person[0].identifier['path']}: the avatar does not record what it trained on")
+        methods.append(nearest_frame_method(trained_on, person[0].resolution, person[0].head, matte))
+    elif person:
+        raise ConfigError(f"{person[0].name} is a person-specific avatar: score it with --task avatar")
+    else:
+        methods += baseline_methods(methods[0].head if methods else load_head_model("basic"))
     if real:
         return _eval_real(args, methods)
     options = EvalOptions(task=args.task, size=args.size, lpips_weights=args.lpips, face_models=args.face_models,
                           motion_metrics=not args.no_motion_metrics, max_items=args.max_items, video=args.video,
-                          progress=not args.quiet, command=command_line())
+                          progress=not args.quiet, command=command_line(), trained_on=trained_on,
+                          frames=args.frames, matte=matte)
     report = evaluate(args.data, methods, options)
     write_report(report, args.out)
     data = report["data"]
@@ -563,8 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "against the driving frames; flicker). ")
     p.add_argument("--data", default=None,
                    help="dataset folder for self and cross (onehead synth, datasets/prepare_video.py)")
-    p.add_argument("--task", required=True, choices=("self", "cross", "real"),
-                   help="self or cross-identity reenactment on --data, or real portraits x a driving video")
+    p.add_argument("--task", required=True, choices=("self", "cross", "real", "avatar"),
+                   help="self or cross-identity reenactment on --data, real portraits x a driving video, or "
+                        "avatar: person-specific avatars (--model) on the frames of --data they did not train on, "
+                        "against the nearest training frame")
+    p.add_argument("--frames", default=None,
+                   help="avatar task: only frames in this slice, e.g. 100:120 (default: every frame not trained on)")
     p.add_argument("--references", nargs="+", default=None,
                    help="real task: portrait image files or the samples astronaut, grace_hopper "
                         "(default: astronaut grace_hopper)")
@@ -597,6 +712,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip AKD, AED and APD (keypoint, expression and pose distances; they track every output)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
+
+    p = command("avatar", "person-specific avatars (DiffusionAvatars): train one from a video, render it",
+                "`onehead avatar train VIDEO --out DIR`, then `onehead avatar render DIR --driving VIDEO`. ")
+    avatar = p.add_subparsers(dest="avatar_command", required=True)
+    q = avatar.add_parser("train", formatter_class=_HelpFormatter,
+                          help="train an avatar from a raw video (tracked, cropped, matted) or a dataset folder",
+                          description="Train a DiffusionAvatar of one person. A raw video is tracked, cropped and "
+                                      "matted into DIR/data first; training writes DIR/run (checkpoints, log, "
+                                      "validation pictures; an interrupted run resumes there) and the avatar "
+                                      "DIR/model. The carphone sample may be used to train, not to redistribute.")
+    q.add_argument("input", help="video file, folder of frames, dataset folder (onehead's format), or carphone")
+    q.add_argument("--out", required=True, help="folder to write (data/, run/, model/)")
+    q.add_argument("--preset", choices=("tiny", "base"), default="tiny",
+                   help="tiny: 128x128 on a CPU; base: 512x512 from a local Stable Diffusion folder "
+                        "(--set model.sd_path=DIR)")
+    q.add_argument("--steps", type=POSITIVE, default=3000, help="training steps, at least 1")
+    q.add_argument("--frames", default=None, help="frames to train on, as a slice, e.g. 0:100 (default: all)")
+    q.add_argument("--views", nargs="+", default=None, help="camera views to train on (default: all)")
+    q.add_argument("--size", type=SIZE, default=256, help="crop size of a prepared video, in pixels")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training config value, e.g. --set train.learning_rate=1e-4 (repeatable)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_avatar_train)
+    q = avatar.add_parser("render", formatter_class=_HelpFormatter, help="render an avatar driven by a video or tracking",
+                          description="Render an avatar with the expressions and head motion of a video or tracking "
+                                      "file (any person's: the avatar keeps its own shape). " + EXISTING_OUTPUT + ".")
+    q.add_argument("avatar", help="the avatar folder (`onehead avatar train`'s --out, or its model/)")
+    q.add_argument("--driving", required=True, help="driving video, folder of frames, or tracking file (.npz)")
+    q.add_argument("--out", required=True, help=f"video to write ({allowed('video')})")
+    q.add_argument("--camera", default="home",
+                   help="home: the avatar's own view, head motion relative to the driving's first frame; "
+                        "driving: the tracking's own cameras and poses (self-reenactment); orbit: home, the camera "
+                        "swinging left and right; or an .npz with K and world_to_cam at the output size")
+    q.add_argument("--orbit-degrees", type=_positive(90), default=30.0, help="orbit: the largest yaw, in degrees")
+    q.add_argument("--interpolate", default=None, metavar="I,J,...",
+                   help="blend the expressions of these driving frames instead of playing the video")
+    q.add_argument("--between", type=POSITIVE, default=12, help="--interpolate: frames from one key to the next")
+    q.add_argument("--steps", type=_whole(1, 1000), default=None, help="denoising steps (default: the avatar's own)")
+    q.add_argument("--seed", type=SEED, default=None, help="seed of the starting noise (default: the avatar's own)")
+    q.add_argument("--max-frames", type=POSITIVE, default=None, help="render at most this many frames")
+    q.add_argument("--side-by-side", default=None, help=f"also write driving | avatar ({allowed('video')})")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_avatar_render)
 
     # the only download onehead makes, and only when asked: the CSIM face models
     p = command("fetch", "download optional model files (csim: dlib face models, CC0)")

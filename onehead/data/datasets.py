@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from onehead.camera import scale_intrinsics
 from onehead.data.sequence import DOMAINS, Sequence, View, list_sequences, open_sequence
-from onehead.errors import MediaReadError, OneheadError
+from onehead.errors import ConfigError, MediaReadError, OneheadError
 
 DOMAIN_IDS = {name: index for index, name in enumerate(DOMAINS)}  # the ids the domain token uses
 
@@ -142,8 +143,23 @@ class FrameKey:
     frame: int
 
 
-def select_frames(roots, views: list[str] | None = None, frames: slice | None = None) -> list[FrameKey]:
-    """Every frame under the dataset folders, restricted to some views and a range of frame indices."""
+def parse_frames(text: str | None) -> slice | None:
+    """"100:120" -> slice(100, 120); None -> None (every frame)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(p) if p.strip() else None for p in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (2, 3):
+        raise ConfigError(f"frames must be a slice like 0:100 (or ::2), got {text!r}")
+    return slice(*parts)
+
+
+def select_frames(roots, views: list[str] | None = None, frames: slice | None = None,
+                  tracked_only: bool = True) -> list[FrameKey]:
+    """Every frame under the dataset folders, restricted to some views and a range of frame indices;
+    tracked_only leaves out frames whose tracking lost the face (`valid` false)."""
     sequences, _ = open_dataset(roots)
     keys = []
     for sequence in sequences:
@@ -151,7 +167,8 @@ def select_frames(roots, views: list[str] | None = None, frames: slice | None = 
             if views is not None and name not in views:
                 continue
             indices = range(view.num_frames)[frames] if frames is not None else range(view.num_frames)
-            keys += [FrameKey(str(sequence.directory), name, t) for t in indices]
+            keys += [FrameKey(str(sequence.directory), name, t) for t in indices
+                     if view.tracking.valid[t] or not tracked_only]
     return keys
 
 
@@ -183,3 +200,26 @@ class FrameDataset(torch.utils.data.Dataset):
         K = scale_intrinsics(_tensor(view.tracking.K[key.frame]), (height, width), (self.size, self.size))
         return {"image": images[0], "mask": masks[0], "params": _params(view, [key.frame], squeeze=True),
                 "K": K, "world_to_cam": _tensor(view.tracking.world_to_cam[key.frame]), "index": index}
+
+
+def training_record(keys) -> dict:
+    """What an avatar trained on, compactly: {sequence path: {view: [[first, last], ...]}}."""
+    record: dict = {}
+    for key in keys:
+        record.setdefault(str(Path(key.sequence).resolve()), {}).setdefault(key.view, []).append(key.frame)
+    for views in record.values():
+        for view, frames in views.items():
+            frames = sorted(frames)
+            runs, start = [], frames[0]
+            for a, b in zip(frames, frames[1:] + [None]):
+                if b != a + 1:
+                    runs.append([start, a])
+                    start = b
+            views[view] = runs
+    return {"frames": record, "count": len(keys)}
+
+
+def record_keys(record: dict):
+    """The FrameKeys of a training_record."""
+    return [FrameKey(sequence, view, t) for sequence, views in record.get("frames", {}).items()
+            for view, runs in views.items() for first, last in runs for t in range(first, last + 1)]

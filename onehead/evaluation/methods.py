@@ -22,6 +22,8 @@ class Method:
     head: object  # the head model it renders (shape from the reference, motion from the driving)
     resolution: int | None = None  # its native output size; None: any (runs at the evaluation size)
     identifier: dict = field(default_factory=dict)  # what exactly ran (path, weight hash, settings)
+    protocol: str = "one-shot"  # or "person" (onehead.pipelines.families)
+    training_data: dict | None = None  # a person-specific model's training record
 
 
 def baseline_methods(head) -> list[Method]:
@@ -33,18 +35,36 @@ def baseline_methods(head) -> list[Method]:
 
 
 def load_method(directory: str | Path, **settings) -> Method:
-    """A model folder of any one-shot family (onehead.pipelines.families), identified by path and
-    weight hash. settings: inference settings for every call (steps=..., seed=...)."""
-    from onehead.pipelines import Animator
+    """A model folder of any registered family (onehead.pipelines.families), identified by path and
+    weight hash. settings: inference settings for every call (steps=..., seed=...). A person-specific
+    avatar renders the motion's own frames (self-reenactment; the reference is not used)."""
+    from onehead.pipelines import Animator, PersonAvatar
+    from onehead.pipelines.families import read_model_config
 
     directory = Path(directory)
-    animator = Animator.from_pretrained(directory, **settings)
+    family, _ = read_model_config(directory)
+    if family.protocol == "person":
+        model = PersonAvatar.from_pretrained(directory, **settings)
 
-    def run(reference, motion):
-        return animator.reenact(reference, motion).frames
+        def run(reference, motion):
+            return model.render(motion.tracking)
+    else:
+        model = Animator.from_pretrained(directory, **settings)
 
-    identifier = {**animator.describe(), "path": str(directory.resolve()), "weights_sha256": weights_hash(directory)}
-    return Method(directory.name, run, animator.head, animator.resolution, identifier)
+        def run(reference, motion):
+            return model.reenact(reference, motion).frames
+
+    identifier = {**model.describe(), "path": str(directory.resolve()), "weights_sha256": weights_hash(directory)}
+    return Method(directory.name, run, model.head, model.resolution, identifier, family.protocol,
+                  getattr(model, "training_data", None))
+
+
+def nearest_frame_method(training_data: dict, size: int, head, background: float = 0.0) -> Method:
+    """The nearest-training-frame baseline over an avatar's training record."""
+    from onehead.data.datasets import record_keys
+
+    nearest = baselines.NearestTrainingFrame(record_keys(training_data), size, background)
+    return Method("nearest_training_frame", nearest, head, size, identifier={"kind": "baseline"})
 
 
 def weights_hash(directory: Path) -> str:

@@ -59,6 +59,9 @@ class EvalOptions:
     motion_metrics: bool = True  # AKD / AED / APD (tracks every output)
     max_items: int | None = None
     video: str | None = None  # grid video of reference, target and every method
+    trained_on: dict | None = None  # task avatar: the avatar's training record (those frames are not scored)
+    frames: str | None = None  # task avatar: only frames in this slice, e.g. "100:120"
+    matte: float | None = None  # targets composited onto this grey with their masks (what avatars render)
     progress: bool = True
     command: str = ""
 
@@ -77,7 +80,9 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
 
     from onehead.pipelines.reenactment import driving_motion, prepare_reference
 
-    items = evaluation_items(data, options.task)[: options.max_items]
+    from onehead.data.datasets import parse_frames
+
+    items = evaluation_items(data, options.task, options.trained_on, parse_frames(options.frames))[: options.max_items]
     names = [m.name for m in methods]
     for i, (method, name) in enumerate(zip(methods, names)):  # two folders with one name: number them
         if names.count(name) > 1:
@@ -93,6 +98,8 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
     grid = []
     for item in tqdm(items, desc="evaluating", unit="clip", disable=not options.progress):
         target, mask = (None, None) if item.target is None else item.target.tensors(item.frames, size)
+        if options.matte is not None and mask is not None:
+            target = target * mask + options.matte * (1 - mask)
         driving_tracking = item.driving.tracking.select(item.frames)
         truth = frames_to_uint8(target) if target is not None else _driving_frames(item, size)
         truth_tracking = _track(truth, metric_head, options)

@@ -8,6 +8,11 @@ cross: pairs.json (onehead synth --cross-pairs). The reference is frame 0 of the
        reference camera with the driving head motion relative to its first frame, and only the
        metrics that need no ground truth are computed. A dataset without pairs.json pairs each
        sequence with the next one, without ground truth.
+avatar: a person-specific avatar's self-reenactment: every tracked frame under the dataset folder
+       that the avatar did not train on (its training record), optionally within a frame range,
+       rendered at the frame's own camera and pose. Items are grouped as "new view" (a camera it
+       never saw), "new segment" (a sequence it never saw), both, and "new frames" (held-out frames
+       of a sequence and view it trained on); the "reference" is the view's first frame (grid video only).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 from onehead.data.sequence import PAIRS_FILE, View, list_sequences, open_sequence, read_pairs
 from onehead.errors import ConfigError, MediaReadError
 
-TASKS = ("self", "cross")
+TASKS = ("self", "cross", "avatar")
 
 
 @dataclass
@@ -36,11 +41,16 @@ class Item:
         return self.reference.frame(0)
 
 
-def evaluation_items(root: str | Path, task: str) -> list[Item]:
+def evaluation_items(root: str | Path, task: str, trained_on: dict | None = None,
+                     frames: slice | None = None) -> list[Item]:
+    """The items of a task; "avatar" takes the avatar's training record (trained_on) and a frame range."""
     root = Path(root)
     if task not in TASKS:
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    items = _self_items(root) if task == "self" else _cross_items(root)
+    if task == "avatar":
+        items = _avatar_items(root, trained_on or {}, frames)
+    else:
+        items = _self_items(root) if task == "self" else _cross_items(root)
     if not items:
         raise MediaReadError(f"{root}: nothing to evaluate for task {task!r}")
     return items
@@ -85,4 +95,25 @@ def _cross_items(root: Path) -> list[Item]:
             for name, view in driving.views.items():
                 items.append(Item(f"{reference.name}_by_{driving.name}", name, ref_view, view,
                                   list(range(view.num_frames)), None, None))
+    return items
+
+
+def _avatar_items(root: Path, trained_on: dict, frames: slice | None) -> list[Item]:
+    from onehead.data.datasets import record_keys, select_frames
+
+    seen = set(record_keys(trained_on))
+    seen_sequences = {k.sequence for k in seen}
+    seen_views = {k.view for k in seen}
+    held_out: dict = {}
+    for key in select_frames(root, frames=frames):
+        key = type(key)(str(Path(key.sequence).resolve()), key.view, key.frame)
+        if key not in seen:
+            held_out.setdefault((key.sequence, key.view), []).append(key.frame)
+    items = []
+    for (sequence_dir, name), indices in held_out.items():
+        view = open_sequence(sequence_dir).views[name]
+        new_view, new_segment = name not in seen_views, sequence_dir not in seen_sequences
+        group = ("new view and segment" if new_view and new_segment else "new view" if new_view
+                 else "new segment" if new_segment else "new frames")
+        items.append(Item(group, name, view, view, indices, view, "driving"))
     return items

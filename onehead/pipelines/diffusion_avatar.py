@@ -38,6 +38,15 @@ from onehead.models.person_avatar import (
 from onehead.pipelines.person_avatar import PersonAvatar
 
 
+# the embedded avatar: a synthetic person onehead renders (onehead/checkpoints/avatar-person/README.md)
+EMBEDDED_AVATAR_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "avatar-person"
+
+
+def default_avatar_dir() -> Path | None:
+    """The embedded avatar's folder, or None when this install has none."""
+    return EMBEDDED_AVATAR_DIR if (EMBEDDED_AVATAR_DIR / CONFIG_FILE).is_file() else None
+
+
 class DiffusionAvatar(PersonAvatar):
     kind = KIND
 
@@ -70,19 +79,21 @@ class DiffusionAvatar(PersonAvatar):
         where = str(directory / CONFIG_FILE)
         try:
             config = from_dict(PersonAvatarConfig, data["model"], f"{where}: model")
-            saved = from_dict(AvatarSettings, data.get("inference"), f"{where}: inference")
+            saved = from_dict(AvatarSettings, data.get("inference") or {}, f"{where}: inference")
             unet = UNet2DConditionModel.from_config(data["unet"])
             controlnet = ControlNetModel.from_config(data["controlnet"])
+            codec = None
+            if config.latent == "vae":
+                from diffusers import AutoencoderKL
+
+                from onehead.models.autoencoder import VaeCodec
+
+                codec = VaeCodec(AutoencoderKL.from_config(data["vae"]))
+            model = PersonAvatarModel(config, head, unet=unet, controlnet=controlnet, codec=codec)
         except KeyError as exc:
             raise CheckpointError(f"{where}: lacks {exc}") from None
-        codec = None
-        if config.latent == "vae":
-            from diffusers import AutoencoderKL
-
-            from onehead.models.autoencoder import VaeCodec
-
-            codec = VaeCodec(AutoencoderKL.from_config(data["vae"]))
-        model = PersonAvatarModel(config, head, unet=unet, controlnet=controlnet, codec=codec)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
         path = directory / WEIGHTS_FILE
         if not path.is_file():
             raise CheckpointError(f"{directory}: incomplete avatar folder ({WEIGHTS_FILE} is missing)")

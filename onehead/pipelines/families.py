@@ -111,4 +111,10 @@ def read_model_config(directory: str | Path, protocol: str | None = None) -> tup
                                   f"(known: {known})")
         return match[0], data
     expected = " or ".join(sorted({f.config_file for f in candidates})) or "a config file"
+    others = [f for f in FAMILIES.values() if f not in candidates and (directory / f.config_file).is_file()]
+    if others:
+        loader = {"one-shot": "Animator.from_pretrained", "person": "PersonAvatar.from_pretrained"}
+        other = others[0]
+        raise CheckpointError(f"{directory}: a {other.protocol} model ({other.config_file}), not a {protocol} model; "
+                              f"load it with {loader.get(other.protocol, 'its training family')}")
     raise CheckpointError(f"{directory}: not an onehead model folder (no {expected})")

@@ -40,19 +40,6 @@ def split_model_section(section: dict) -> tuple[str, dict, dict]:
     return settings.pop("preset", "tiny"), settings, inference
 
 
-def parse_frames(text: str | None) -> slice | None:
-    """"100:120" -> slice(100, 120); None -> None (every frame)."""
-    if text is None:
-        return None
-    try:
-        parts = [int(p) if p.strip() else None for p in str(text).split(":")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (2, 3):
-        raise ConfigError(f"frames must be a slice like 0:100 (or ::2), got {text!r}")
-    return slice(*parts)
-
-
 def crop_and_resize(images: torch.Tensor, K: torch.Tensor, zoom: torch.Tensor, corner: torch.Tensor):
     """Crop each image (B, C, S, S) to a square of side S / zoom (B,) with its top-left edge at
     corner (B, 2) in pixels, resize back to S; K (B, 3, 3) follows (pixel centres at integers)."""
@@ -102,31 +89,6 @@ def avatar_loss(model, batch: dict, generator: torch.Generator | None = None, ba
     return F.mse_loss(model.predict(noisy, timesteps, control, code).float(), velocity.float())
 
 
-def training_record(keys) -> dict:
-    """What an avatar trained on, compactly: {sequence path: {view: [[first, last], ...]}}."""
-    record: dict = {}
-    for key in keys:
-        record.setdefault(str(Path(key.sequence).resolve()), {}).setdefault(key.view, []).append(key.frame)
-    for views in record.values():
-        for view, frames in views.items():
-            frames = sorted(frames)
-            runs, start = [], frames[0]
-            for a, b in zip(frames, frames[1:] + [None]):
-                if b != a + 1:
-                    runs.append([start, a])
-                    start = b
-            views[view] = runs
-    return {"frames": record, "count": len(keys)}
-
-
-def record_keys(record: dict):
-    """The FrameKeys of a training_record."""
-    from onehead.data.datasets import FrameKey
-
-    return [FrameKey(sequence, view, t) for sequence, views in record.get("frames", {}).items()
-            for view, runs in views.items() for first, last in runs for t in range(first, last + 1)]
-
-
 class PersonAvatarFamily:
     """TrainingFamily of DiffusionAvatars; `onehead.training.get_family("onehead-avatar")`."""
 
@@ -138,6 +100,8 @@ class PersonAvatarFamily:
         self.training_data = None
 
     def check_config(self, config) -> None:
+        from onehead.data.datasets import parse_frames
+
         if config.train.stage != 1:
             raise ConfigError(f"DiffusionAvatars train in one stage: train.stage must be 1, got {config.train.stage}")
         if config.data.clip_length != 1:
@@ -178,7 +142,7 @@ class PersonAvatarFamily:
     def datasets(self, model, config):
         """The selected frames of data.train (FrameDataset); data.validation: held-out frames of the
         same person (every frame of that folder), or None. Sets the avatar's shape and home view."""
-        from onehead.data.datasets import FrameDataset, select_frames
+        from onehead.data.datasets import FrameDataset, parse_frames, select_frames, training_record
         from onehead.training.data import MixedDataset
 
         frames = parse_frames(config.data.frames)
@@ -241,3 +205,67 @@ def set_person(model, frames) -> None:
         model.home_K.copy_(item["K"])
         model.home_world_to_cam.copy_(item["world_to_cam"])
         model.home_pose.copy_(torch.cat([params["global_pose"], params["translation"]]))
+
+
+# ----------------------------------------------------------------------------- one command
+TRAIN_DEFAULTS = dict(seed=0, batch_size=4, learning_rate=5e-4, lr_schedule="cosine", warmup_steps=100,
+                      weight_decay=0.0, max_grad_norm=1.0, ema={"enabled": True, "decay": 0.995}, log_every=50,
+                      validation_items=4, validation_sampling_steps=4, keep_checkpoints=2)
+MAX_LOST_SHARE = 0.2  # a video whose face is lost in more of its frames is refused
+
+
+def make_avatar(source, out, *, preset: str = "tiny", steps: int = 3000, frames: str | None = None,
+                views: list[str] | None = None, size: int = 256, overrides=(), progress: bool = True) -> Path:
+    """`onehead avatar train`: from a raw video (tracked, cropped and matted into OUT/data first) or a
+    dataset folder, train a DiffusionAvatar (run folder OUT/run, resumed when it exists) and write
+    the model folder OUT/model (the EMA weights). Returns OUT/model."""
+    from onehead.data.sequence import META_FILE, list_sequences
+    from onehead.errors import MediaReadError
+    from onehead.pipelines.diffusion_avatar import DiffusionAvatar
+    from onehead.training.config import ExperimentConfig, check_config
+    from onehead.training.loop import train
+
+    out, source = Path(out), Path(source)
+    is_dataset = source.is_dir() and ((source / META_FILE).is_file() or list_sequences(source))
+    if is_dataset:
+        data = source
+    else:
+        data = out / "data" / source.stem
+        if not (data / META_FILE).is_file():
+            from onehead.pipelines.prepare_video import prepare_video
+            from onehead.tracking.tracker import TrackOptions
+
+            prepare_video(source, data, size=size, options=TrackOptions(progress=progress))
+        _check_tracked(data, source, MediaReadError)
+    raw = {"model": {"kind": PersonAvatarFamily.name, "preset": preset},
+           "data": {"train": [str(data)], "views": views, "frames": frames},
+           "train": {**TRAIN_DEFAULTS, "output_dir": str(out / "run"), "max_steps": steps,
+                     "save_every": max(1, min(500, steps)), "validate_every": max(1, min(1000, steps))}}
+    from onehead.config import apply_override
+
+    for item in overrides:
+        apply_override(raw, item)
+    config = ExperimentConfig.from_dict(raw, "onehead avatar train")
+    check_config(config)
+    resume = "latest" if (out / "run" / "latest.txt").is_file() else None
+    result = train(config, resume)
+    checkpoint = Path(result["checkpoint"])
+    final = checkpoint / "ema" if (checkpoint / "ema" / PersonAvatarFamily.config_file).is_file() else checkpoint
+    DiffusionAvatar.from_pretrained(final).save_pretrained(out / "model")
+    return out / "model"
+
+
+def _check_tracked(sequence_dir: Path, source: Path, error) -> None:
+    """Refuse a video whose face is lost in more than MAX_LOST_SHARE of its frames; say how many."""
+    from onehead.data.sequence import open_sequence
+
+    for view in open_sequence(sequence_dir).views.values():
+        valid = view.tracking.valid
+        lost = int((~valid).sum())
+        if lost > MAX_LOST_SHARE * len(valid):
+            longest = max((len(run) for run in "".join("x" if v else "." for v in valid).split("x")), default=0)
+            raise error(f"{source}: the face was lost in {lost} of {len(valid)} frames (longest stretch "
+                        f"{longest} frames); an avatar needs the face in at least "
+                        f"{100 - 100 * MAX_LOST_SHARE:.0f}% of them: trim the video to where the face is visible")
+        if lost:
+            print(f"{source}: the face was lost in {lost} of {len(valid)} frames; they are left out of training")
