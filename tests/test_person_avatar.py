@@ -602,3 +602,88 @@ def test_training_resumes_exactly(person, tmp_path):
     assert all(views == {"cam00": [[0, 1]]} for views in frames.values())
     assert loaded.settings.steps == 2 and loaded.resolution == SIZE
     assert (original / "validation" / "step_000004.png").is_file()
+
+
+# =========================================================================== the commands
+def architecture_overrides() -> list[str]:
+    return [f"--set=model.{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}"
+            for key, value in ARCHITECTURE.items()]
+
+
+def test_cli_trains_renders_and_evaluates_an_avatar(person, tmp_path, capsys):
+    """One command from a dataset to an avatar, one to a video of it, one to its eval table."""
+    from onehead.cli import main
+    from onehead.data.video import read_video
+
+    out = tmp_path / "avatar"
+    assert main(["avatar", "train", str(person), "--out", str(out), "--steps", "2", "--views", "cam00",
+                 "--frames", "0:2", "--quiet", *architecture_overrides()]) == 0
+    assert (out / "model" / "avatar.json").is_file() and (out / "run" / "latest.txt").is_file()
+    record = json.loads((out / "model" / "avatar.json").read_text())["training_data"]
+    assert record["count"] == 4  # 2 sequences x cam00 x frames 0-1
+
+    tracking = person / "id000_s01" / "cam01" / "tracking.npz"
+    video = tmp_path / "render.mp4"
+    assert main(["avatar", "render", str(out), "--driving", str(tracking), "--camera", "orbit", "--steps", "1",
+                 "--out", str(video), "--quiet"]) == 0
+    frames, _ = read_video(video)
+    assert frames.shape == (3, SIZE, SIZE, 3)
+
+    report = tmp_path / "report.json"
+    capsys.readouterr()
+    assert main(["eval", "--task", "avatar", "--data", str(person), "--model", str(out / "model"), "--steps", "1",
+                 "--out", str(report), "--no-motion-metrics", "--quiet"]) == 0
+    scores = json.loads(report.read_text())
+    assert set(scores["methods"]) == {"model", "nearest_training_frame"}
+    assert scores["data"]["frames"] == 2 * 2 * 3 - 4  # every frame it did not train on
+    groups = set(scores["methods"]["model"]["per_sequence"])
+    assert groups == {"new view", "new frames"}
+    assert "| nearest_training_frame |" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line(person, saved, tmp_path, capsys):
+    from onehead.cli import main
+
+    cases = [
+        (["avatar", "render", str(tmp_path / "nowhere"), "--driving", "x.npz", "--out", str(tmp_path / "a.mp4")],
+         "does not exist"),
+        (["avatar", "render", str(saved), "--driving", str(person / "id000_s00" / "meta.json"),
+          "--out", str(tmp_path / "a.mp4")], "meta.json"),
+        (["avatar", "train", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "x")], "no such video"),
+        (["eval", "--task", "avatar", "--data", str(person), "--model", "none", "--out", str(tmp_path / "r.json")],
+         "person-specific avatars"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_dataset_without_tracking_is_refused(person, tmp_path, capsys):
+    from onehead.cli import main
+
+    broken = tmp_path / "untracked"
+    shutil.copytree(person / "id000_s00", broken)
+    for view in ("cam00", "cam01"):
+        (broken / view / "tracking.npz").unlink()
+    assert main(["avatar", "train", str(broken), "--out", str(tmp_path / "x"), "--steps", "1", "--quiet"]) == 2
+    assert "tracking" in capsys.readouterr().err
+
+
+def test_a_video_that_loses_the_face_is_refused(person, tmp_path, capsys):
+    """More than a fifth of the frames without a face: refused, saying how many and the longest stretch."""
+    from onehead.data.tracking_file import load_tracking
+    from onehead.errors import MediaReadError
+    from onehead.training.person_avatar import _check_tracked
+
+    sequence = tmp_path / "lost"
+    shutil.copytree(person / "id000_s00", sequence)
+    for view, lost in (("cam00", [1, 2]), ("cam01", [])):
+        path = sequence / view / "tracking.npz"
+        tracking = load_tracking(path)
+        tracking.valid[lost] = False
+        tracking.save(path)
+    with pytest.raises(MediaReadError, match="lost in 2 of 3 frames .longest stretch 2 frames."):
+        _check_tracked(sequence, Path("clip.mp4"), MediaReadError)
+    shutil.copy(sequence / "cam01" / "tracking.npz", sequence / "cam00" / "tracking.npz")
+    _check_tracked(sequence, Path("clip.mp4"), MediaReadError)  # every face found: no complaint

@@ -159,8 +159,13 @@ def parse_frames(text: str | None) -> slice | None:
 def select_frames(roots, views: list[str] | None = None, frames: slice | None = None,
                   tracked_only: bool = True) -> list[FrameKey]:
     """Every frame under the dataset folders, restricted to some views and a range of frame indices;
-    tracked_only leaves out frames whose tracking lost the face (`valid` false)."""
-    sequences, _ = open_dataset(roots)
+    tracked_only leaves out frames whose tracking lost the face (`valid` false). A sequence that
+    does not open (no tracking, bad meta.json) is an error here, not a skipped folder."""
+    sequences, skipped = open_dataset(roots, warn=False)
+    if skipped:
+        raise MediaReadError(skipped[0][1] + (" (every sequence folder needs a tracking.npz per view; "
+                                              "datasets/prepare_video.py or `onehead avatar train VIDEO` make them)"
+                                              if "tracking" in skipped[0][1] else ""))
     keys = []
     for sequence in sequences:
         for name, view in sequence.views.items():
