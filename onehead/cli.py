@@ -462,8 +462,10 @@ def cmd_eval(args) -> int:
         if not trained_on:
             raise ConfigError(f"{person[0].identifier['path']}: the avatar does not record what it trained on")
         methods.append(nearest_frame_method(trained_on, person[0].resolution, person[0].head, matte))
-    elif person:
-        raise ConfigError(f"{person[0].name} is a person-specific avatar: score it with --task avatar")
+    elif person and not real:
+        raise ConfigError(f"{person[0].name} is a person-specific avatar: score it with --task avatar (its held-out "
+                          "frames) or --task real (expression transfer: --references a frame of its own training "
+                          "video, --driving another video)")
     else:
         methods += baseline_methods(methods[0].head if methods else load_head_model("basic"))
     if real:

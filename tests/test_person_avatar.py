@@ -687,3 +687,20 @@ def test_a_video_that_loses_the_face_is_refused(person, tmp_path, capsys):
         _check_tracked(sequence, Path("clip.mp4"), MediaReadError)
     shutil.copy(sequence / "cam01" / "tracking.npz", sequence / "cam00" / "tracking.npz")
     _check_tracked(sequence, Path("clip.mp4"), MediaReadError)  # every face found: no complaint
+
+
+def test_x0_parameterization_gives_the_schedulers_velocity(head):
+    """An x0 model's v is exact: for x_t = add_noise(x0, eps, t) it equals get_velocity(x0, eps, t), so
+    DDIM's clean estimate is the UNet's own output."""
+    from diffusers import DDPMScheduler
+
+    from onehead.models.person_avatar import PersonAvatarModel
+
+    model = PersonAvatarModel(small_config(parameterization="x0"), head)
+    scheduler = DDPMScheduler(**model.scheduler_config())
+    generator = torch.Generator().manual_seed(0)
+    clean, noise = torch.randn(4, 48, 8, 8, generator=generator), torch.randn(4, 48, 8, 8, generator=generator)
+    timesteps = torch.tensor([0, 250, 700, 999])
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    velocity = model.velocity_from_clean(noisy, clean, timesteps)
+    torch.testing.assert_close(velocity, scheduler.get_velocity(clean, noise, timesteps), atol=2e-4, rtol=1e-4)

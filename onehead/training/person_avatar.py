@@ -24,6 +24,8 @@ from onehead.training.family import ParamGroup
 
 FEATURE_LR_RATIO = 100.0
 MAX_ZOOM = 1.25  # random crops keep at least 1 / MAX_ZOOM of the frame's side
+MAX_X0_WEIGHT = 6.0  # x0 models: the v loss weighs the x0 error by 1 / (1 - a) (SNR + 1), clamped at 6
+# (min-SNR-5 style), so the nearly clean timesteps do not drown the rest
 
 
 def split_model_section(section: dict) -> tuple[str, dict, dict]:
@@ -86,7 +88,11 @@ def avatar_loss(model, batch: dict, generator: torch.Generator | None = None, ba
                               device=draw_on).to(device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     velocity = scheduler.get_velocity(latents, noise, timesteps)
-    return F.mse_loss(model.predict(noisy, timesteps, control, code).float(), velocity.float())
+    error = (model.predict(noisy, timesteps, control, code).float() - velocity.float()) ** 2
+    if model.config.parameterization == "x0":  # the v error is the x0 error / sqrt(1 - a): clamp that weight
+        alpha = model.alphas_cumprod[timesteps.long()].view(-1, 1, 1, 1)
+        error = error * ((1 - alpha) * MAX_X0_WEIGHT).clamp(max=1)
+    return error.mean()
 
 
 class PersonAvatarFamily:

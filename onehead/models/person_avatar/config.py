@@ -35,6 +35,10 @@ class PersonAvatarConfig:
     sd_path: str | None = None  # base: a local diffusers-format Stable Diffusion folder
     unet: dict = field(default_factory=lambda: dict(TINY_UNET))  # UNet2DConditionModel arguments (no sd_path)
     train_unet: bool = True  # the paper freezes its pretrained UNet; a tiny UNet has no prior to keep
+    parameterization: Literal["v", "x0"] = "v"  # what the UNet outputs. The sampler and the loss always
+    # see v; "x0": the UNet predicts the clean latents and v follows from them exactly. A UNet narrower
+    # than its latents (tiny: 32 channels, 48 latent channels) cannot pass the noise through to
+    # predict v at low noise levels, and its samples keep that noise; an x0 output never carries it.
     conditioning_channels: tuple[int, ...] = (16, 32, 64)  # ControlNet's buffer encoder; len - 1 halvings
     # must reach the latent size (pixel_factor 4: three entries; SD's VAE, factor 8: four)
     num_train_timesteps: int = 1000
@@ -84,7 +88,7 @@ class AvatarSettings:
 
 
 PRESETS = {
-    "tiny": (PersonAvatarConfig(), AvatarSettings()),
+    "tiny": (PersonAvatarConfig(parameterization="x0"), AvatarSettings()),
     "base": (PersonAvatarConfig(preset="base", resolution=512, triplane_channels=16, triplane_resolution=512,
                                 latent="vae", pixel_factor=8, unet={}, train_unet=False,
                                 conditioning_channels=(16, 32, 96, 256)),

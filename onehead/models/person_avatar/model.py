@@ -78,6 +78,10 @@ class PersonAvatarModel(nn.Module):
         self.register_buffer("home_pose", torch.zeros(6))  # global rotation (axis-angle), translation
         self.codec.requires_grad_(False)
         self.head.requires_grad_(False)
+        from diffusers import DDPMScheduler
+
+        schedule = DDPMScheduler(**self.scheduler_config()).alphas_cumprod.float()
+        self.register_buffer("alphas_cumprod", schedule, persistent=False)  # the noise schedule, for x0 -> v
 
     # ------------------------------------------------------------------ parts and devices
     def trainable_parts(self) -> dict[str, list[nn.Parameter]]:
@@ -154,10 +158,18 @@ class PersonAvatarModel(nn.Module):
                                     controlnet_cond=control.to(latents.dtype), return_dict=False)
         self.tokens.value = self.expression_encoder(code).view(batch, self.config.expression_tokens, width)
         try:
-            return self.unet(latents, timesteps, encoder_hidden_states=context, down_block_additional_residuals=down,
-                             mid_block_additional_residual=mid).sample
+            out = self.unet(latents, timesteps, encoder_hidden_states=context, down_block_additional_residuals=down,
+                            mid_block_additional_residual=mid).sample
         finally:
             self.tokens.value = None
+        if self.config.parameterization == "x0" and self.config.objective == "diffusion":
+            out = self.velocity_from_clean(latents, out, timesteps)
+        return out
+
+    def velocity_from_clean(self, noisy: torch.Tensor, clean: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """v of noisy latents x_t whose clean latents are `clean`: (sqrt(a) x_t - x_0) / sqrt(1 - a)."""
+        alpha = self.alphas_cumprod.to(noisy.device)[timesteps.long()].view(-1, 1, 1, 1).to(noisy.dtype)
+        return (alpha.sqrt() * noisy - clean) / (1 - alpha).clamp(min=1e-6).sqrt()
 
     def regress(self, control: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """objective "direct": the clean latents in one pass (zero input at the last timestep)."""
