@@ -346,7 +346,7 @@ def cmd_avatar_train(args) -> int:
         source = carphone_path()
     start = time.perf_counter()
     model = make_avatar(source, out, preset=args.preset, steps=args.steps, frames=args.frames, views=args.views,
-                        size=args.size, overrides=args.overrides, progress=not args.quiet)
+                        size=args.size, max_frames=args.max_frames, overrides=args.overrides, progress=not args.quiet)
     print(f"avatar trained in {(time.perf_counter() - start) / 60:.1f} min -> {model} "
           f"(render it: onehead avatar render {out} --driving VIDEO --out avatar.mp4)")
     return 0
@@ -733,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--frames", default=None, help="frames to train on, as a slice, e.g. 0:100 (default: all)")
     q.add_argument("--views", nargs="+", default=None, help="camera views to train on (default: all)")
     q.add_argument("--size", type=SIZE, default=256, help="crop size of a prepared video, in pixels")
+    q.add_argument("--max-frames", type=POSITIVE, default=None, help="a video: use only its first frames")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config value, e.g. --set train.learning_rate=1e-4 (repeatable)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -704,3 +704,17 @@ def test_x0_parameterization_gives_the_schedulers_velocity(head):
     noisy = scheduler.add_noise(clean, noise, timesteps)
     velocity = model.velocity_from_clean(noisy, clean, timesteps)
     torch.testing.assert_close(velocity, scheduler.get_velocity(clean, noise, timesteps), atol=2e-4, rtol=1e-4)
+
+
+def test_cli_makes_an_avatar_from_a_raw_video(carphone, tmp_path, capsys):
+    """A real clip: tracked, cropped and matted into OUT/data, trained (one step), written to OUT/model."""
+    from onehead.cli import main
+    from onehead.data.sequence import open_sequence
+
+    out = tmp_path / "avatar"
+    assert main(["avatar", "train", str(carphone), "--out", str(out), "--max-frames", "6", "--size", "64",
+                 "--steps", "1", "--quiet", *architecture_overrides()]) == 0
+    view = open_sequence(out / "data" / carphone.stem).views["cam00"]
+    assert view.num_frames == 6 and view.mask_files is not None and view.tracking.valid.all()
+    assert (out / "model" / "avatar.json").is_file()
+    assert "avatar trained" in capsys.readouterr().out

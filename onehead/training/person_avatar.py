@@ -221,7 +221,8 @@ MAX_LOST_SHARE = 0.2  # a video whose face is lost in more of its frames is refu
 
 
 def make_avatar(source, out, *, preset: str = "tiny", steps: int = 3000, frames: str | None = None,
-                views: list[str] | None = None, size: int = 256, overrides=(), progress: bool = True) -> Path:
+                views: list[str] | None = None, size: int = 256, max_frames: int | None = None, overrides=(),
+                progress: bool = True) -> Path:
     """`onehead avatar train`: from a raw video (tracked, cropped and matted into OUT/data first) or a
     dataset folder, train a DiffusionAvatar (run folder OUT/run, resumed when it exists) and write
     the model folder OUT/model (the EMA weights). Returns OUT/model."""
@@ -241,7 +242,7 @@ def make_avatar(source, out, *, preset: str = "tiny", steps: int = 3000, frames:
             from onehead.pipelines.prepare_video import prepare_video
             from onehead.tracking.tracker import TrackOptions
 
-            prepare_video(source, data, size=size, options=TrackOptions(progress=progress))
+            prepare_video(source, data, size=size, options=TrackOptions(progress=progress), max_frames=max_frames)
         _check_tracked(data, source, MediaReadError)
     raw = {"model": {"kind": PersonAvatarFamily.name, "preset": preset},
            "data": {"train": [str(data)], "views": views, "frames": frames},
