@@ -33,8 +33,20 @@ def _small_gaussian_diffusion(head):
     return animator
 
 
+def _small_triplane(head):
+    from onehead.models.triplane import TriplaneConfig, TriplaneSettings
+    from onehead.pipelines.triplane import TriplaneAnimator
+
+    config = TriplaneConfig.from_preset("tiny", resolution=SIZE, render_resolution=16, plane_resolution=16,
+                                        plane_channels=8, feature_channels=8, lift_resolution=16,
+                                        canonical_down=(16, 32), canonical_up=(32,), appearance_down=(16,),
+                                        appearance_up=(16,), expression_resolution=16, expression_down=(16,),
+                                        expression_up=(16,), latent_channels=16, sr_channels=16)
+    return TriplaneAnimator.from_config(config, TriplaneSettings(coarse=8, fine=8), head)
+
+
 # a small random model of every registered one-shot family
-SMALL_MODELS = {"onehead-animator": _small_gaussian_diffusion}
+SMALL_MODELS = {"onehead-animator": _small_gaussian_diffusion, "onehead-triplane": _small_triplane}
 ONE_SHOT = [family.kind for family in families("one-shot")]
 
 

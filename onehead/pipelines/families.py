@@ -63,6 +63,10 @@ register_family("onehead-animator", "one-shot", "animator.json",
                 target="onehead.pipelines.gaussian_diffusion:GaussianDiffusionAnimator",
                 training="onehead.training.gaussian_diffusion:GaussianDiffusionFamily")
 
+register_family("onehead-triplane", "one-shot", "triplane.json",
+                target="onehead.pipelines.triplane:TriplaneAnimator",
+                training="onehead.training.triplane:TriplaneFamily")
+
 register_family("onehead-avatar", "person", "avatar.json",
                 target="onehead.pipelines.diffusion_avatar:DiffusionAvatar",
                 training="onehead.training.person_avatar:PersonAvatarFamily")

@@ -1,0 +1,132 @@
+"""The networks of the tri-plane family, each small and tested through TriplaneModel, plus the splatter.
+
+    PlaneEncoder       image-like (B, I, H, W) -> tri-plane (B, 3, C, R, R): diffusers' VAE Encoder
+                       (halvings, bottleneck attention) then its Decoder (doublings)
+    LiftFeatures       the appearance branch's E_p: source image -> per-pixel features
+    TriplaneDecoder    EG3D's MLP: summed plane features -> raw density and features
+    SuperResolution    render-resolution features -> RGB at the output resolution (PixelShuffle)
+    splat_triplane     points with values -> three planes (bilinear scatter-add, normalised by weight)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MIN_SPLAT_WEIGHT = 1e-4  # a texel's splatted values are divided by max(weight, this): faint hits fade out
+
+
+class PlaneEncoder(nn.Module):
+    """(B, in_channels, H, W) -> (B, 3, plane_channels, R, R), R = H / 2^(len(down)-1) * 2^(len(up)-1).
+
+    Its two halves are diffusers' `Encoder` and `Decoder` (the Stable Diffusion VAE's parts) under
+    the names `encoder` and `decoder`, so the tensors of a diffusers AutoencoderKL whose names and
+    shapes match can be loaded into it (TriplaneModel.load_canonical_init)."""
+
+    def __init__(self, in_channels: int, plane_channels: int, down: tuple[int, ...], up: tuple[int, ...],
+                 latent_channels: int, norm_groups: int, attention: bool):
+        super().__init__()
+        from diffusers.models.autoencoders.vae import Decoder, Encoder
+
+        self.plane_channels = plane_channels
+        self.encoder = Encoder(in_channels, latent_channels, ("DownEncoderBlock2D",) * len(down), tuple(down),
+                               layers_per_block=1, norm_num_groups=norm_groups, double_z=False,
+                               mid_block_add_attention=attention)
+        self.decoder = Decoder(latent_channels, 3 * plane_channels, ("UpDecoderBlock2D",) * len(up), tuple(up),
+                               layers_per_block=1, norm_num_groups=norm_groups, mid_block_add_attention=attention)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        planes = self.decoder(self.encoder(x))
+        return planes.view(planes.shape[0], 3, self.plane_channels, *planes.shape[-2:])
+
+
+class LiftFeatures(nn.Module):
+    """E_p: source image (B, 3, S, S) in [-1, 1] -> features (B, out_channels, S / 2^halvings, ...)."""
+
+    def __init__(self, out_channels: int, hidden: int, halvings: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, hidden, 3, padding=1), nn.SiLU()]
+        for _ in range(halvings):
+            layers += [nn.Conv2d(hidden, hidden, 4, stride=2, padding=1), nn.SiLU()]
+        layers.append(nn.Conv2d(hidden, out_channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+
+class TriplaneDecoder(nn.Module):
+    """EG3D's OSG decoder: features (..., C) -> (raw density (...), features (..., F) in about [0, 1])."""
+
+    def __init__(self, plane_channels: int, hidden: int, feature_channels: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(plane_channels, hidden), nn.Softplus(),
+                                 nn.Linear(hidden, 1 + feature_channels))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(features)
+        return out[..., 0], torch.sigmoid(out[..., 1:]) * (1 + 2 * 0.001) - 0.001  # EG3D's output range
+
+
+class SuperResolution(nn.Module):
+    """Features (B, F, r, r) (first 3: RGB) -> RGB (B, 3, r 2^d, r 2^d) in [0, 1]: the bilinear
+    upsampling of the rendered RGB plus a residual from convolutions and d PixelShuffle doublings."""
+
+    def __init__(self, in_channels: int, channels: int, doublings: int):
+        super().__init__()
+        self.factor = 2 ** doublings
+        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.ups = nn.ModuleList(nn.Sequential(nn.SiLU(), nn.Conv2d(channels, 4 * channels, 3, padding=1),
+                                               nn.PixelShuffle(2)) for _ in range(doublings))
+        self.out = nn.Sequential(nn.SiLU(), nn.Conv2d(channels, 3, 3, padding=1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.stem(features)
+        for up in self.ups:
+            x = up(x)
+        rgb = features[:, :3]
+        if self.factor > 1:
+            rgb = F.interpolate(rgb, scale_factor=self.factor, mode="bilinear", align_corners=False)
+        return (rgb + self.out(x)).clamp(0, 1)
+
+
+def splat_triplane(points: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, resolution: int,
+                   bounds: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Splat points (B, N, 3) carrying values (B, N, D) onto three R x R planes: (planes (B, 3, D, R, R),
+    weights (B, 3, 1, R, R)). The inverse of onehead.render.volume.triplane_features' lookup.
+
+    Same layout as triplane_features: plane 0 xy (width x, height y), 1 xz, 2 yz; the cube
+    [-bounds, bounds]^3 spans each plane, texel k centred at (2k + 1) / R - 1 (align_corners=False).
+    Each point adds its value with bilinear weights to the 4 texels around it (scatter-add);
+    each texel is then divided by its summed weight (at least MIN_SPLAT_WEIGHT), so a point
+    exactly on a texel centre leaves its value there. `valid` (B, N) False points add nothing.
+    Differentiable w.r.t. `values` (not the positions)."""
+    B, N, D = values.shape
+    R = resolution
+    coords = points.detach().to(values.dtype) / bounds
+    pairs = torch.stack([coords[..., [0, 1]], coords[..., [0, 2]], coords[..., [1, 2]]], 1)  # (B, 3, N, 2)
+    texel = ((pairs + 1) * R - 1) / 2  # continuous (column, row), texel centres at integers
+    corner = torch.floor(texel)
+    frac = texel - corner
+    total = values.new_zeros(B, 3, R * R, D)
+    weight = values.new_zeros(B, 3, R * R)
+    spread = values[:, None].expand(B, 3, N, D)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            col, row = corner[..., 0] + dx, corner[..., 1] + dy
+            w = (frac[..., 0] if dx else 1 - frac[..., 0]) * (frac[..., 1] if dy else 1 - frac[..., 1])
+            w = w * ((col >= 0) & (col < R) & (row >= 0) & (row < R) & valid[:, None])
+            index = (row.clamp(0, R - 1) * R + col.clamp(0, R - 1)).long()  # (B, 3, N)
+            total = total.scatter_add(2, index[..., None].expand(B, 3, N, D), w[..., None] * spread)
+            weight = weight.scatter_add(2, index, w)
+    planes = total / weight.clamp(min=MIN_SPLAT_WEIGHT)[..., None]
+    return (planes.view(B, 3, R, R, D).permute(0, 1, 4, 2, 3),
+            weight.view(B, 3, 1, R, R))
+
+
+def halvings(big: int, small: int) -> int:
+    """log2(big / small) for sizes whose ratio is a power of two (the config checks that)."""
+    return int(round(math.log2(big // small)))
