@@ -131,18 +131,6 @@ class DiffusionAvatar(PersonAvatar):
         return Path(directory)
 
     # ------------------------------------------------------------------ the protocol
-    @property
-    def head(self):
-        return self.model.head
-
-    @property
-    def resolution(self) -> int:
-        return self.model.config.resolution
-
-    def to(self, device) -> "DiffusionAvatar":
-        self.model.to(device)
-        return self
-
     def describe(self) -> dict:
         return {"kind": self.kind, "objective": self.model.config.objective, **to_dict(self.settings)}
 

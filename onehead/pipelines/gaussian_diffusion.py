@@ -85,22 +85,6 @@ class GaussianDiffusionAnimator(Animator):
         return Path(directory)
 
     # ------------------------------------------------------------------ the protocol
-    @property
-    def head(self):
-        return self.model.head
-
-    @property
-    def resolution(self) -> int:
-        return self.model.config.resolution
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def to(self, device) -> "GaussianDiffusionAnimator":
-        self.model.to(device)
-        return self
-
     def describe(self) -> dict:
         return {"kind": self.kind, **to_dict(self.inference)}
 

@@ -7,7 +7,8 @@
 
 `Animator.from_pretrained(dir)` returns the family named by the `kind` in the folder's config
 (onehead.pipelines.families). A family subclasses Animator, holds its weights in `model` (one
-nn.Module) and implements `reenact`, `save_pretrained`, `from_pretrained`, `head` and `resolution`;
+nn.Module with `head`, `config.resolution` and `device`: onehead.pipelines.holder gives the
+pipeline those) and implements `reenact`, `save_pretrained` and `from_pretrained`;
 `animate` is shared. tests/test_families.py runs one contract test for every registered family.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from onehead.errors import CheckpointError
+from onehead.pipelines.holder import ModelHolder
 
 
 @dataclass
@@ -49,7 +51,7 @@ class AnimationResult:
         return mesh_warp(reference, Motion(self.tracking, None), head)
 
 
-class Animator:
+class Animator(ModelHolder):
     """Base class and entry point of every one-shot family."""
 
     kind: ClassVar[str] = ""
@@ -76,15 +78,6 @@ class Animator:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ what a family provides
-    @property
-    def head(self):
-        """The head model this family renders (shape from the reference, motion from the driving)."""
-        raise NotImplementedError
-
-    @property
-    def resolution(self) -> int:
-        raise NotImplementedError
-
     def reenact(self, reference, motion, *, progress: bool = False, **settings) -> Reenactment:
         """A prepared Reference and Motion (onehead.pipelines.reenactment) -> Reenactment.
         `settings` override the family's inference settings for this call only."""

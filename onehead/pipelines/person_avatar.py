@@ -5,7 +5,8 @@
     frames = avatar.render(motion, camera)                    # (T, 3, H, W) in [0, 1]
 
 A family subclasses PersonAvatar, registers its kind with protocol "person" in
-onehead.pipelines.families, and implements `render`, `save_pretrained` and `from_pretrained`.
+onehead.pipelines.families, holds its weights in `model` (onehead.pipelines.holder), and implements
+`render`, `save_pretrained` and `from_pretrained`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import ClassVar
 import torch
 
 from onehead.errors import CheckpointError
+from onehead.pipelines.holder import ModelHolder
 
 
-class PersonAvatar:
+class PersonAvatar(ModelHolder):
     kind: ClassVar[str] = ""
 
     @classmethod
