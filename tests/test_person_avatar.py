@@ -718,3 +718,19 @@ def test_cli_makes_an_avatar_from_a_raw_video(carphone, tmp_path, capsys):
     assert view.num_frames == 6 and view.mask_files is not None and view.tracking.valid.all()
     assert (out / "model" / "avatar.json").is_file()
     assert "avatar trained" in capsys.readouterr().out
+
+
+def test_the_embedded_avatar_loads_and_renders(tracking):
+    """The shipped avatar (onehead/checkpoints/avatar-person) is a complete folder: it loads, says what
+    trained it (relative paths), and renders a motion in its own shape."""
+    from onehead.pipelines.diffusion_avatar import default_avatar_dir
+    from onehead.pipelines.person_avatar import PersonAvatar
+
+    folder = default_avatar_dir()
+    assert folder is not None and (folder / "README.md").is_file()
+    avatar = PersonAvatar.from_pretrained(folder, steps=1)
+    record = avatar.training_data
+    assert record["count"] == 720 and not any(Path(p).is_absolute() for p in record["frames"])
+    frames = avatar.render(avatar.transfer(tracking.select([0, 1])))
+    assert frames.shape == (2, 3, 128, 128) and 0 <= frames.min() and frames.max() <= 1
+    assert frames.std() > 0.02  # a picture, not a constant

@@ -208,10 +208,10 @@ class FrameDataset(torch.utils.data.Dataset):
 
 
 def training_record(keys) -> dict:
-    """What an avatar trained on, compactly: {sequence path: {view: [[first, last], ...]}}."""
+    """What an avatar trained on, compactly: {sequence path (as given): {view: [[first, last], ...]}}."""
     record: dict = {}
     for key in keys:
-        record.setdefault(str(Path(key.sequence).resolve()), {}).setdefault(key.view, []).append(key.frame)
+        record.setdefault(str(key.sequence), {}).setdefault(key.view, []).append(key.frame)
     for views in record.values():
         for view, frames in views.items():
             frames = sorted(frames)

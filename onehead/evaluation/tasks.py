@@ -101,7 +101,7 @@ def _cross_items(root: Path) -> list[Item]:
 def _avatar_items(root: Path, trained_on: dict, frames: slice | None) -> list[Item]:
     from onehead.data.datasets import record_keys, select_frames
 
-    seen = set(record_keys(trained_on))
+    seen = {type(k)(str(Path(k.sequence).resolve()), k.view, k.frame) for k in record_keys(trained_on)}
     seen_sequences = {k.sequence for k in seen}
     seen_views = {k.view for k in seen}
     held_out: dict = {}
