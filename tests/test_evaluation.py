@@ -144,7 +144,7 @@ def test_eval_rejects_folders_that_are_not_models(tiny_set, tmp_path, capsys):
     with pytest.raises(CheckpointError, match="not an onehead model folder"):
         load_method(tmp_path)
     (tmp_path / "animator.json").write_text(json.dumps({"kind": "something-else"}))
-    with pytest.raises(CheckpointError, match="kind 'something-else' is not a one-shot model family"):
+    with pytest.raises(CheckpointError, match="kind 'something-else' is not a onehead model family .known: onehead-animator"):
         load_method(tmp_path)
     assert main(["eval", "--data", str(tiny_set), "--task", "self", "--out", str(tmp_path / "r.json"),
                  "--model", str(tmp_path / "missing")]) == 2
