@@ -347,8 +347,8 @@ def cmd_avatar_train(args) -> int:
     start = time.perf_counter()
     model = make_avatar(source, out, preset=args.preset, steps=args.steps, frames=args.frames, views=args.views,
                         size=args.size, max_frames=args.max_frames, overrides=args.overrides, progress=not args.quiet)
-    print(f"avatar trained in {(time.perf_counter() - start) / 60:.1f} min -> {model} "
-          f"(render it: onehead avatar render {out} --driving VIDEO --out avatar.mp4)")
+    print(f"avatar trained in {(time.perf_counter() - start) / 60:.1f} min -> {model}; its video beside the "
+          f"avatar -> {out / 'preview.mp4'} (render it: onehead avatar render {out} --driving VIDEO --out avatar.mp4)")
     return 0
 
 
@@ -364,6 +364,14 @@ def cmd_avatar_render(args) -> int:
     from onehead.pixels import frames_to_uint8
 
     folder = Path(args.avatar)
+    if args.avatar == "embedded" and not folder.exists():
+        from onehead.pipelines.diffusion_avatar import EMBEDDED_AVATAR_DIR
+
+        folder = EMBEDDED_AVATAR_DIR
+    if args.driving == "carphone" and not Path(args.driving).exists():
+        from onehead.data.samples import carphone_path
+
+        args.driving = str(carphone_path())
     if (folder / "model").is_dir() and not (folder / "avatar.json").is_file():
         folder = folder / "model"  # the --out folder of `onehead avatar train`
     avatar = PersonAvatar.from_pretrained(folder)
@@ -741,8 +749,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = avatar.add_parser("render", formatter_class=_HelpFormatter, help="render an avatar driven by a video or tracking",
                           description="Render an avatar with the expressions and head motion of a video or tracking "
                                       "file (any person's: the avatar keeps its own shape). " + EXISTING_OUTPUT + ".")
-    q.add_argument("avatar", help="the avatar folder (`onehead avatar train`'s --out, or its model/)")
-    q.add_argument("--driving", required=True, help="driving video, folder of frames, or tracking file (.npz)")
+    q.add_argument("avatar", help="the avatar folder (`onehead avatar train`'s --out, or its model/), or embedded "
+                                  "(the shipped synthetic person)")
+    q.add_argument("--driving", required=True,
+                   help="driving video, folder of frames, tracking file (.npz), or carphone (the real sample clip)")
     q.add_argument("--out", required=True, help=f"video to write ({allowed('video')})")
     q.add_argument("--camera", default="home",
                    help="home: the avatar's own view, head motion relative to the driving's first frame; "

@@ -619,6 +619,8 @@ def test_cli_trains_renders_and_evaluates_an_avatar(person, tmp_path, capsys):
     assert main(["avatar", "train", str(person), "--out", str(out), "--steps", "2", "--views", "cam00",
                  "--frames", "0:2", "--quiet", *architecture_overrides()]) == 0
     assert (out / "model" / "avatar.json").is_file() and (out / "run" / "latest.txt").is_file()
+    preview, _ = read_video(out / "preview.mp4")  # the first view's 3 frames beside the avatar's
+    assert preview.shape[0] == 3 and preview.shape[2] > preview.shape[1]  # two columns, wider than tall
     record = json.loads((out / "model" / "avatar.json").read_text())["training_data"]
     assert record["count"] == 4  # 2 sequences x cam00 x frames 0-1
 

@@ -259,7 +259,30 @@ def make_avatar(source, out, *, preset: str = "tiny", steps: int = 3000, frames:
     checkpoint = Path(result["checkpoint"])
     final = checkpoint / "ema" if (checkpoint / "ema" / PersonAvatarFamily.config_file).is_file() else checkpoint
     DiffusionAvatar.from_pretrained(final).save_pretrained(out / "model")
+    write_preview(out / "model", data, out / "preview.mp4")
     return out / "model"
+
+
+def write_preview(model_dir: Path, data: Path, path: Path, frames: int = 48) -> Path:
+    """The first frames of the data's first view beside the avatar re-rendering their tracking
+    (self-reenactment, training frames): a video to look at after `onehead avatar train`."""
+    from onehead.data.datasets import select_frames
+    from onehead.data.sequence import open_sequence
+    from onehead.data.video import write_video
+    from onehead.pipelines.diffusion_avatar import DiffusionAvatar
+    from onehead.render.visualize import side_by_side
+
+    avatar = DiffusionAvatar.from_pretrained(model_dir)
+    first = select_frames(data, tracked_only=False)[0]
+    view = open_sequence(first.sequence).views[first.view]
+    count = min(frames, view.num_frames)
+    rendered = avatar.render(view.tracking.select(slice(0, count)))
+    images, masks = view.tensors(range(count), avatar.resolution)
+    if masks is not None:
+        images = images * masks + avatar.settings.background * (1 - masks)
+    sheets = side_by_side([("video (matted)", images), ("avatar", rendered)], tile=256)
+    write_video(path, sheets, fps=float(view.tracking.fps))
+    return path
 
 
 def _check_tracked(sequence_dir: Path, source: Path, error) -> None:
