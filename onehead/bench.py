@@ -485,6 +485,60 @@ def report_avatar(size: int | None = None, frames: int | None = None) -> dict:
     return r
 
 
+def bench_triplane(size: int | None = None, frames: int | None = None) -> dict:
+    """Tri-plane mode speed (random tiny weights: no checkpoint is shipped yet; speed does not depend
+    on the weights): the source encoding once per clip, then per frame the expression branch, the
+    volume rendering and the super-resolution, at the tiny output size or `size`."""
+    import tempfile
+
+    from onehead.data.sequence import open_sequence
+    from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.head.model import load_head_model
+    from onehead.pipelines.reenactment import driving_motion, prepare_reference
+    from onehead.pipelines.triplane import TriplaneAnimator
+
+    frames = frames or 16
+    head = load_head_model("basic")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = {"resolution": size} if size else {}
+    animator = TriplaneAnimator.from_preset("tiny", head, **overrides).to(device)
+    model, settings, resolution = animator.model, animator.inference, animator.resolution
+    with tempfile.TemporaryDirectory() as out:
+        synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=resolution, progress=False))
+        view = open_sequence(Path(out) / "id000_s00").views["cam00"]
+        reference, tracking = view.frame(0), view.tracking
+    ref = prepare_reference(reference, head, resolution, tracking)
+    motion = driving_motion(tracking, ref, head, resolution, camera="driving")
+    animator.reenact(ref, motion)  # warm-up
+    start = time.perf_counter()
+    animator.reenact(ref, motion)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        source = animator.reference_inputs(ref)
+        encode_s = _seconds(lambda: model.encode_source(*source), device, repeats=3)
+        cache = model.encode_source(*source)
+        params, K, w2c = animator.motion_inputs(motion)
+        batch = min(frames, settings.frames_per_batch)
+        part = {k: v[:batch] for k, v in params.items()}
+        render_s = _seconds(lambda: model.render(cache, part, K[:batch], w2c[:batch], coarse=settings.coarse,
+                                                 fine=settings.fine, chunk=settings.chunk), device, repeats=3)
+    return {"machine": machine_line(), "model": f"tiny (random weights) on {device.type}", "resolution": resolution,
+            "render_resolution": model.config.render_resolution, "samples": f"{settings.coarse}+{settings.fine}",
+            "frames": frames, "encode_ms_per_clip": 1000 * encode_s, "render_ms_per_frame": 1000 * render_s / batch,
+            "seconds_per_frame": seconds / frames, "frames_per_s": frames / seconds}
+
+
+def report_triplane(size: int | None = None, frames: int | None = None) -> dict:
+    r = bench_triplane(size, frames)
+    print(f"onehead bench triplane  ({r['machine']})")
+    print(f"  {r['model']} tri-plane Animator at {r['resolution']}x{r['resolution']} (volume rendering at "
+          f"{r['render_resolution']}x{r['render_resolution']}, {r['samples']} samples per ray), {r['frames']} frames:")
+    print(f"    source encoding (canonical + appearance planes, once per clip)   {r['encode_ms_per_clip']:8.1f} ms")
+    print(f"    per frame: expression planes, volume rendering, super-resolution  {r['render_ms_per_frame']:8.1f} ms")
+    print(f"    whole clip per frame (encoding included)  {r['seconds_per_frame']:.3f} s ({r['frames_per_s']:.1f} frames/s)")
+    return r
+
+
 # =============================================================================== onehead bench gpu
 # One prepared run for a machine with one GPU (H100/H200; a few minutes), printing one markdown
 # table. On CPU it runs the same rows at reduced sizes and skips the CUDA-only ones, saying so.
@@ -900,7 +954,8 @@ def report_gpu(size: int | None = None, frames: int | None = None) -> dict:
 
 def report_all(size: int | None = None, frames: int | None = None) -> dict:
     """Every benchmark at its defaults, then one table of the per-part figures."""
-    results = {name: BENCHMARKS[name]() for name in ("track", "raster", "splat", "synth", "animate", "avatar")}
+    results = {name: BENCHMARKS[name]() for name in ("track", "raster", "splat", "synth", "animate", "avatar",
+                                                        "triplane")}
     rows = summary_rows(results)
     print()
     print(f"machine: {machine_line()}")
@@ -945,6 +1000,11 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
              ("avatar: whole frame", f"{setting}, {v['steps']} step(s)", f"{1000 * v['seconds_per_frame']:.1f} ms/frame",
               f"{v['frames_per_s']:.1f} frames/s"),
              ("avatar: training step", f"{setting}, batch {v['train_batch']}", f"{v['train_step_ms']:.0f} ms", "")]
+    p = results["triplane"]
+    setting = f"{p['model']}, {p['resolution']}x{p['resolution']}"
+    rows += [("tri-plane: source encoding", f"{setting}, once per clip", f"{p['encode_ms_per_clip']:.1f} ms", ""),
+             ("tri-plane: per frame", f"{setting}, {p['samples']} samples", f"{p['render_ms_per_frame']:.1f} ms/frame",
+              f"{1000 / p['render_ms_per_frame']:.1f} frames/s")]
     return rows
 
 
@@ -956,6 +1016,7 @@ BENCHMARKS = {
     "synth": report_synth,
     "animate": report_animate,
     "avatar": report_avatar,
+    "triplane": report_triplane,
     "splat": report_splat,
     "gpu": report_gpu,
     "all": report_all,

@@ -141,3 +141,16 @@ def test_visible_faces_is_rasterize_mesh_visibility(head):
                                               cull_backfaces=True).face_index)
     with pytest.raises(ConfigError, match="visible_faces: near"):
         visible_faces(vertices, head.faces, K, world_to_cam, size, size, near=0)
+
+
+@pytest.mark.parametrize("name", ["avatar", "triplane"])
+def test_family_benches_time_every_part(name, capsys):
+    """`onehead bench avatar` / `triplane` on 2 frames (figures, never asserted against a speed):
+    each part is timed, and the report prints them with the machine."""
+    result = bench.BENCHMARKS[name](frames=2)
+    parts = (["encode_ms_per_clip", "render_ms_per_frame"] if name == "triplane" else
+             ["control_ms_per_frame", "denoise_step_ms_per_frame", "decode_ms_per_frame", "train_step_ms"])
+    assert result["frames"] == 2 and all(result[key] > 0 for key in parts + ["seconds_per_frame"])
+    assert result["frames_per_s"] == pytest.approx(1 / result["seconds_per_frame"])
+    printed = capsys.readouterr().out
+    assert f"onehead bench {name}" in printed and result["machine"] in printed
