@@ -127,7 +127,7 @@ def test_eval_end_to_end_reports_models_and_baselines(head, tiny_set, tmp_path, 
     for entry in report["methods"].values():
         assert set(entry["per_sequence"]) == {"cross_id000_by_id001_s00", "cross_id001_by_id000_s00"}
         assert entry["failures"]["akd"] <= 6 and entry["seconds"] >= 0
-        for key in ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head"):
+        for key in ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head", "psnr_unseen", "l1_unseen"):
             assert np.isfinite(entry["mean"][key])
 
     from onehead.data.video import read_video
@@ -181,3 +181,20 @@ def test_eval_on_a_file_instead_of_a_dataset_folder_says_so(tmp_path, capsys):
                  "--model", "none", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "notes.txt: is a file; a dataset is a folder" in err[0]
+
+
+def test_unseen_mask_is_what_the_reference_hides(head, tiny_set):
+    """The head pixels a warp cannot show: none when the target is the reference frame itself; in a
+    cross pair, exactly the covered pixels the warp does not see, and only inside the target's head."""
+    from onehead.evaluation.run import unseen_mask
+    from onehead.evaluation.tasks import evaluation_items
+    from onehead.pipelines.reenactment import head_masks
+
+    item = next(i for i in evaluation_items(tiny_set, "self"))
+    item.frames = [0]  # the reference frame itself
+    assert unseen_mask(item, 64, head).sum() == 0
+    cross = evaluation_items(tiny_set, "cross")[0]
+    unseen = unseen_mask(cross, 64, head)
+    assert unseen.shape == (3, 1, 64, 64) and unseen.sum() > 0
+    covered = head_masks(head, cross.target.tracking.select(cross.frames), 64)
+    assert bool((unseen <= covered).all())

@@ -36,6 +36,10 @@ METRICS = {
     "psnr_head": "PSNR inside the ground-truth head mask",
     "ssim_head": "SSIM inside the ground-truth head mask",
     "l1_head": "L1 inside the ground-truth head mask",
+    "psnr_unseen": "PSNR on the head pixels whose surface point the reference does not show (what a mesh warp "
+                   "can only inpaint; frames with fewer than 16 such pixels are left out)",
+    "ssim_unseen": "SSIM on those pixels",
+    "l1_unseen": "L1 on those pixels",
     "lpips": "LPIPS (AlexNet), weights from a user file (lower is better)",
     "csim": "cosine similarity of dlib face embeddings: to the ground truth (self) or the reference (cross)",
     "csim_distance": "Euclidean distance of the same embeddings (dlib calls < 0.6 the same person)",
@@ -46,7 +50,9 @@ METRICS = {
     "apd": "mean L1 of the tracked head rotation (axis-angle, radians), same pairing as AED",
     "pose_angle_deg": "angle between the tracked head rotations, degrees",
 }
-IMAGE_KEYS = ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head", "lpips")
+IMAGE_KEYS = ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head", "psnr_unseen", "ssim_unseen",
+              "l1_unseen", "lpips")
+MIN_UNSEEN_PIXELS = 16
 FACE_KEYS = ("csim", "csim_distance", "akd", "akd_iod", "aed", "apd", "pose_angle_deg")
 
 
@@ -101,6 +107,9 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
         if options.matte is not None and mask is not None:
             target = target * mask + options.matte * (1 - mask)
         driving_tracking = item.driving.tracking.select(item.frames)
+        unseen = None  # the head pixels a warp of the reference cannot show (one-shot tasks, basic head only)
+        if target is not None and options.task != "avatar" and item.target.tracking.head_model == metric_head.kind:
+            unseen = unseen_mask(item, size, metric_head)
         truth = frames_to_uint8(target) if target is not None else _driving_frames(item, size)
         truth_tracking = _track(truth, metric_head, options)
         outputs = {}
@@ -114,7 +123,7 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
             frames = _resize(frames, size)
             outputs[method.name] = frames
             values = _frame_scores(frames, target, mask, item, truth_tracking, metric_head, size,
-                                   lpips_model, csim_embedder, options)
+                                   lpips_model, csim_embedder, options, unseen)
             record = scores[method.name]
             for key, value in values.items():
                 record.values[key].append(np.asarray(value, np.float64))
@@ -131,8 +140,14 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
 
 # ----------------------------------------------------------------------------- per frame
 def _frame_scores(frames, target, mask, item: Item, truth_tracking, metric_head, size: int,
-                  lpips_model, csim_embedder, options: EvalOptions) -> dict:
+                  lpips_model, csim_embedder, options: EvalOptions, unseen=None) -> dict:
     values = {}
+    if target is not None and unseen is not None:
+        enough = unseen.flatten(1).sum(1) >= MIN_UNSEEN_PIXELS
+        nan = torch.tensor(float("nan"))
+        for key, metric in (("psnr_unseen", image_metrics.psnr), ("ssim_unseen", image_metrics.ssim),
+                            ("l1_unseen", image_metrics.l1)):
+            values[key] = torch.where(enough, metric(frames, target, unseen), nan)
     if target is not None:
         values["psnr"] = image_metrics.psnr(frames, target)
         values["ssim"] = image_metrics.ssim(frames, target)
@@ -166,6 +181,25 @@ def _frame_scores(frames, target, mask, item: Item, truth_tracking, metric_head,
             found.pop("akd"), found.pop("akd_iod")
         values.update(found)
     return values
+
+
+def unseen_mask(item: Item, size: int, head) -> torch.Tensor:
+    """(T, 1, S, S): the target's head pixels whose surface point is hidden in the reference, from
+    the two trackings (the ground-truth motion of the target, the reference's frame 0)."""
+    from onehead.camera import scale_intrinsics
+    from onehead.render.warp import warp_reference
+
+    def posed(tracking):
+        params = {k: torch.as_tensor(v) for k, v in tracking.head_params().items()}
+        K = scale_intrinsics(torch.as_tensor(tracking.K), tuple(int(v) for v in tracking.image_size), (size, size))
+        with torch.no_grad():
+            return head(**params).vertices, K, torch.as_tensor(tracking.world_to_cam)
+
+    ref_vertices, ref_K, ref_w2c = posed(item.reference.tracking.select([0]))
+    vertices, K, w2c = posed(item.target.tracking.select(item.frames))
+    warp = warp_reference(torch.zeros(1, 3, size, size), head.faces, ref_vertices, ref_K[0], ref_w2c[0],
+                          vertices, K, w2c)
+    return warp.covered * (1 - warp.visible)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
