@@ -32,6 +32,7 @@ from onehead.models.conditioning import DomainTokens, PoseGuider
 from onehead.models.gaussian_diffusion.config import GaussianDiffusionConfig
 from onehead.models.gaussian_field import UVGaussianField
 from onehead.models.reference_attention import ReferenceBank, attach_reference_attention
+from onehead.models.schedule import zero_snr_schedule
 from onehead.models.temporal import TemporalLayers
 from onehead.render.warp import fill_warp, mouth_mask, warp_reference
 
@@ -214,11 +215,8 @@ class GaussianDiffusionModel(nn.Module):
         return self.pose_guider.out.weight.device
 
     def scheduler_config(self) -> dict:
-        """The diffusers scheduler arguments: v-prediction on a zero-terminal-SNR schedule, trailing timesteps."""
-        c = self.config
-        return dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                    beta_start=c.beta_start, beta_end=c.beta_end, prediction_type="v_prediction",
-                    rescale_betas_zero_snr=True, timestep_spacing="trailing", clip_sample=False)
+        """The diffusers scheduler arguments (onehead.models.schedule)."""
+        return zero_snr_schedule(self.config)
 
     def context(self, domain: torch.Tensor | str, clips: int = 1) -> torch.Tensor:
         """Cross-attention context (B, 1, D) for domain labels (B,) or one domain name."""

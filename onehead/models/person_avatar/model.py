@@ -25,6 +25,7 @@ from onehead.head import HEAD_PARAM_NAMES
 from onehead.models.autoencoder import PixelShuffleAutoencoder
 from onehead.models.expression_attention import ExpressionTokens, attach_expression_attention
 from onehead.models.person_avatar.config import PersonAvatarConfig
+from onehead.models.schedule import zero_snr_schedule
 from onehead.render.volume import triplane_features
 
 AMBIENT_EXTENT = 0.6  # viewing directions (x/z, y/z) in [-0.6, 0.6] map onto the ambient map
@@ -105,11 +106,8 @@ class PersonAvatarModel(nn.Module):
         return self.triplanes.device
 
     def scheduler_config(self) -> dict:
-        """v-prediction on a zero-terminal-SNR schedule, trailing timesteps (shared with the Animator)."""
-        c = self.config
-        return dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                    beta_start=c.beta_start, beta_end=c.beta_end, prediction_type="v_prediction",
-                    rescale_betas_zero_snr=True, timestep_spacing="trailing", clip_sample=False)
+        """The diffusers scheduler arguments (onehead.models.schedule, shared with the Animator)."""
+        return zero_snr_schedule(self.config)
 
     # ------------------------------------------------------------------ the inputs
     def head_params(self, motion: dict) -> dict:
