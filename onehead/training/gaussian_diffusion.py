@@ -115,15 +115,7 @@ class GaussianDiffusionFamily:
     def datasets(self, model, config):
         """Every source with weight > 0 as a ReenactmentDataset (items keep their meta.json domain
         label: the domain token); stage 2 refuses synthetic data unless data.stage2_real_only is false."""
-        from onehead.data.datasets import ReenactmentDataset
-
-        size, seed = model.config.resolution, config.train.seed
-        train_set = build_train_dataset(config.data, config.train.stage, size, seed)
-        held_out = None
-        if config.data.validation:
-            held_out = ReenactmentDataset(config.data.validation, clip_length=config.data.clip_length, size=size,
-                                          seed=seed)
-        return train_set, held_out
+        return reenactment_datasets(config, config.train.stage, model.config.resolution)
 
     def parameter_groups(self, model, train) -> list[ParamGroup]:
         """One group: the parameters the stage trains (model.trainable_parameters), in model order."""
@@ -157,6 +149,20 @@ class GaussianDiffusionFamily:
         from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
 
         GaussianDiffusionAnimator(model, self.inference).save_pretrained(directory)
+
+
+def reenactment_datasets(config, stage: int, size: int) -> tuple:
+    """(training MixedDataset, held-out ReenactmentDataset or None) of a one-shot family at `size`;
+    also the tri-plane family's (onehead.training.triplane)."""
+    from onehead.data.datasets import ReenactmentDataset
+
+    seed = config.train.seed
+    train_set = build_train_dataset(config.data, stage, size, seed)
+    held_out = None
+    if config.data.validation:
+        held_out = ReenactmentDataset(config.data.validation, clip_length=config.data.clip_length, size=size,
+                                      seed=seed)
+    return train_set, held_out
 
 
 def build_train_dataset(data, stage: int, size: int, seed: int):

@@ -227,16 +227,9 @@ class TriplaneFamily:
 
     def datasets(self, model, config):
         """Every source with weight > 0 as a ReenactmentDataset; data.validation as held-out items."""
-        from onehead.data.datasets import ReenactmentDataset
-        from onehead.training.gaussian_diffusion import build_train_dataset
+        from onehead.training.gaussian_diffusion import reenactment_datasets
 
-        size, seed = model.config.resolution, config.train.seed
-        train_set = build_train_dataset(config.data, 1, size, seed)
-        held_out = None
-        if config.data.validation:
-            held_out = ReenactmentDataset(config.data.validation, clip_length=config.data.clip_length, size=size,
-                                          seed=seed)
-        return train_set, held_out
+        return reenactment_datasets(config, 1, model.config.resolution)
 
     def parameter_groups(self, model, train) -> list[ParamGroup]:
         """One group: every parameter (the head model has none)."""
