@@ -314,17 +314,30 @@ def report_raster(size: int | None = None, frames: int | None = None) -> dict:
     return r
 
 
-def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
-    """Animator speed: the embedded default model at its default steps on a synthetic driving
-    sequence. The whole frame (control maps, warp, ReferenceNet, every step, decoding and
-    paste-back) per frame, and each part on its own."""
+def _synthetic_self_reenactment(head, frames: int, size: int):
+    """(Reference, Motion) of a synthetic head driven by its own motion: frame 0 and every frame at
+    their cameras (what bench animate and bench triplane time a one-shot family on)."""
     import tempfile
 
     from onehead.data.sequence import open_sequence
     from onehead.data.synthetic import SynthOptions, synthesize
+    from onehead.pipelines.reenactment import driving_motion, prepare_reference
+
+    with tempfile.TemporaryDirectory() as out:
+        synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=size, progress=False))
+        view = open_sequence(Path(out) / "id000_s00").views["cam00"]
+        reference, tracking = view.frame(0), view.tracking
+    ref = prepare_reference(reference, head, size, tracking)
+    return ref, driving_motion(tracking, ref, head, size, camera="driving")
+
+
+def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
+    """Animator speed: the embedded default model at its default steps on a synthetic driving
+    sequence. The whole frame (control maps, warp, ReferenceNet, every step, decoding and
+    paste-back) per frame, and each part on its own."""
     from onehead.head.model import load_head_model
     from onehead.pipelines import Animator
-    from onehead.pipelines.reenactment import Motion, driving_motion, paste_back, prepare_reference
+    from onehead.pipelines.reenactment import Motion, paste_back
 
     frames = frames or 32
     head = load_head_model("basic")
@@ -332,12 +345,7 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
     animator = Animator.from_pretrained(head=head).to(device)
     model, settings = animator.model, animator.inference
     resolution = animator.resolution
-    with tempfile.TemporaryDirectory() as out:
-        synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=resolution, progress=False))
-        view = open_sequence(Path(out) / "id000_s00").views["cam00"]
-        reference, tracking = view.frame(0), view.tracking
-    ref = prepare_reference(reference, head, resolution, tracking)
-    motion = driving_motion(tracking, ref, head, resolution, camera="driving")
+    ref, motion = _synthetic_self_reenactment(head, frames, resolution)
     animator.reenact(ref, Motion(motion.tracking.select(slice(0, 4)), None))  # warm-up
     start = time.perf_counter()
     animator.reenact(ref, motion)
@@ -489,12 +497,7 @@ def bench_triplane(size: int | None = None, frames: int | None = None) -> dict:
     """Tri-plane mode speed (random tiny weights: no checkpoint is shipped yet; speed does not depend
     on the weights): the source encoding once per clip, then per frame the expression branch, the
     volume rendering and the super-resolution, at the tiny output size or `size`."""
-    import tempfile
-
-    from onehead.data.sequence import open_sequence
-    from onehead.data.synthetic import SynthOptions, synthesize
     from onehead.head.model import load_head_model
-    from onehead.pipelines.reenactment import driving_motion, prepare_reference
     from onehead.pipelines.triplane import TriplaneAnimator
 
     frames = frames or 16
@@ -503,12 +506,7 @@ def bench_triplane(size: int | None = None, frames: int | None = None) -> dict:
     overrides = {"resolution": size} if size else {}
     animator = TriplaneAnimator.from_preset("tiny", head, **overrides).to(device)
     model, settings, resolution = animator.model, animator.inference, animator.resolution
-    with tempfile.TemporaryDirectory() as out:
-        synthesize(head, out, SynthOptions(identities=1, sequences=1, frames=frames, size=resolution, progress=False))
-        view = open_sequence(Path(out) / "id000_s00").views["cam00"]
-        reference, tracking = view.frame(0), view.tracking
-    ref = prepare_reference(reference, head, resolution, tracking)
-    motion = driving_motion(tracking, ref, head, resolution, camera="driving")
+    ref, motion = _synthetic_self_reenactment(head, frames, resolution)
     animator.reenact(ref, motion)  # warm-up
     start = time.perf_counter()
     animator.reenact(ref, motion)
