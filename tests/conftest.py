@@ -57,3 +57,16 @@ def astronaut_tracking(head):
 @pytest.fixture(scope="session")
 def grace_tracking(head):
     return _track_sample("grace_hopper", head)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module of tiny models: they gain nothing from two, and on a busy
+    2-core machine the thread pool's waiting made such files up to 15 times slower. Use it with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -39,14 +39,7 @@ TEST_MODEL = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these tiny models gain nothing from two, and on a busy 2-core machine the
-    thread pool's waiting made the file 15 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

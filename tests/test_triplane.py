@@ -28,12 +28,7 @@ TRAIN_MODEL = {"kind": "onehead-triplane", "preset": "tiny", "resolution": 32, "
                "sr_channels": 16, "coarse": 6, "fine": 6, "loss": {"tv_points": 64}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

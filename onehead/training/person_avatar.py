@@ -227,7 +227,6 @@ def make_avatar(source, out, *, preset: str = "tiny", steps: int = 3000, frames:
     dataset folder, train a DiffusionAvatar (run folder OUT/run, resumed when it exists) and write
     the model folder OUT/model (the EMA weights). Returns OUT/model."""
     from onehead.data.sequence import META_FILE, list_sequences
-    from onehead.errors import MediaReadError
     from onehead.pipelines.diffusion_avatar import DiffusionAvatar
     from onehead.training.config import ExperimentConfig, check_config
     from onehead.training.loop import train
@@ -243,7 +242,7 @@ def make_avatar(source, out, *, preset: str = "tiny", steps: int = 3000, frames:
             from onehead.tracking.tracker import TrackOptions
 
             prepare_video(source, data, size=size, options=TrackOptions(progress=progress), max_frames=max_frames)
-        _check_tracked(data, source, MediaReadError)
+        _check_tracked(data, source)
     raw = {"model": {"kind": PersonAvatarFamily.name, "preset": preset},
            "data": {"train": [str(data)], "views": views, "frames": frames},
            "train": {**TRAIN_DEFAULTS, "output_dir": str(out / "run"), "max_steps": steps,
@@ -285,16 +284,18 @@ def write_preview(model_dir: Path, data: Path, path: Path, frames: int = 48) -> 
     return path
 
 
-def _check_tracked(sequence_dir: Path, source: Path, error) -> None:
-    """Refuse a video whose face is lost in more than MAX_LOST_SHARE of its frames; say how many."""
+def _check_tracked(sequence_dir: Path, source: Path) -> None:
+    """Refuse a video whose face is lost in more than MAX_LOST_SHARE of its frames (MediaReadError,
+    saying how many and the longest stretch)."""
     from onehead.data.sequence import open_sequence
+    from onehead.errors import MediaReadError
 
     for view in open_sequence(sequence_dir).views.values():
         valid = view.tracking.valid
         lost = int((~valid).sum())
         if lost > MAX_LOST_SHARE * len(valid):
             longest = max((len(run) for run in "".join("x" if v else "." for v in valid).split("x")), default=0)
-            raise error(f"{source}: the face was lost in {lost} of {len(valid)} frames (longest stretch "
+            raise MediaReadError(f"{source}: the face was lost in {lost} of {len(valid)} frames (longest stretch "
                         f"{longest} frames); an avatar needs the face in at least "
                         f"{100 - 100 * MAX_LOST_SHARE:.0f}% of them: trim the video to where the face is visible")
         if lost:
