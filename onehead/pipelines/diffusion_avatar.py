@@ -138,12 +138,17 @@ class DiffusionAvatar(PersonAvatar):
         """Render a motion: a Tracking (or Motion, or tracking file) whose expression, jaw, eyes and head
         pose drive the avatar's own shape. camera: None (the tracking's own cameras), (K, world_to_cam)
         at the output resolution, one pair or one per frame. -> (T, 3, S, S) in [0, 1] on the CPU."""
+        return self.render_inputs(*self.frame_inputs(motion, camera), progress=progress, **settings)
+
+    def render_inputs(self, params: dict, K: torch.Tensor, world_to_cam: torch.Tensor, *, progress: bool = False,
+                      **settings) -> torch.Tensor:
+        """render() from head-model motion parameters (T, ...) and cameras at the output resolution
+        (K (T, 3, 3), world_to_cam (T, 4, 4)); the avatar's own shape replaces any given one."""
         from diffusers import DDIMScheduler
 
         from onehead.pipelines.sampler import initial_latents, sample_windows
 
         run = replace(self.settings, "inference settings", **settings) if settings else self.settings
-        params, K, world_to_cam = self.frame_inputs(motion, camera)
         model, count = self.model, len(K)
         controls: dict = {}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -176,7 +175,6 @@ class PersonAvatarFamily:
     def validation_columns(self, model, batch: dict, train) -> list[torch.Tensor]:
         """target (matted) | normals buffer | render (train.validation_sampling_steps steps, seed train.seed)."""
         from onehead.config import replace
-        from onehead.data.tracking_file import Tracking
         from onehead.pipelines.diffusion_avatar import DiffusionAvatar
 
         background = self.settings.background
@@ -184,16 +182,8 @@ class PersonAvatarFamily:
         params = {k: v.to(model.device) for k, v in batch["params"].items()}
         g = model.buffers(params, batch["K"], batch["world_to_cam"])
         normals = (g.normals * 0.5 + 0.5) * g.mask
-        count = len(target)
-        tracking = Tracking(shape=params["shape"][0].cpu().numpy(),
-                            **{k: params[k].cpu().numpy() for k in params if k != "shape"},
-                            K=batch["K"].cpu().numpy(), world_to_cam=batch["world_to_cam"].cpu().numpy(),
-                            landmarks68=np.zeros((count, 68, 2), np.float32),
-                            landmarks_mp=np.zeros((count, 478, 2), np.float32), valid=np.ones(count, bool),
-                            fit_error=np.zeros(count, np.float32),
-                            image_size=np.array([model.config.resolution] * 2), head_model=model.head.kind)
         settings = replace(self.settings, "validation", steps=train.validation_sampling_steps, seed=train.seed)
-        rendered = DiffusionAvatar(model, settings).render(tracking)
+        rendered = DiffusionAvatar(model, settings).render_inputs(params, batch["K"], batch["world_to_cam"])
         return [c[:, None].cpu() for c in (target, normals, rendered)]
 
     def save_pretrained(self, model, directory: Path) -> None:
