@@ -204,7 +204,7 @@ class FrameDataset(torch.utils.data.Dataset):
         height, width = (int(v) for v in view.tracking.image_size)
         K = scale_intrinsics(_tensor(view.tracking.K[key.frame]), (height, width), (self.size, self.size))
         return {"image": images[0], "mask": masks[0], "params": _params(view, [key.frame], squeeze=True),
-                "K": K, "world_to_cam": _tensor(view.tracking.world_to_cam[key.frame]), "index": index}
+                "K": K, "world_to_cam": _tensor(view.tracking.world_to_cam[key.frame])}
 
 
 def training_record(keys) -> dict:
