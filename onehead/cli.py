@@ -435,13 +435,17 @@ def cmd_eval(args) -> int:
     from onehead.errors import ConfigError
 
     models = [m for m in (args.model or []) if m != "none"]
-    real = args.task == "real"
+    real, views = args.task == "real", args.task == "views"
     if real and args.data is not None:
         raise ConfigError("--task real takes --references and --driving, not --data")
-    if not real and args.data is None:
+    if views and args.data is not None and args.references:
+        raise ConfigError("--task views takes --references (portraits) or --data (a dataset), not both")
+    if not (real or views) and args.data is None:
         raise ConfigError(f"--task {args.task} needs --data (a dataset folder)")
-    if not real and (args.references or args.driving or args.max_frames):
-        raise ConfigError("--references, --driving and --max-frames belong to --task real")
+    if not real and (args.driving or args.max_frames or (args.references and not views)):
+        raise ConfigError("--driving and --max-frames belong to --task real; --references to --task real or views")
+    if args.yaws is not None and not views:
+        raise ConfigError("--yaws belongs to --task views")
     check_outputs([Output("--out", args.out, "report")]
                   + ([Output("--video", args.video, "video")] if args.video else []),
                   [("--data", args.data), ("--lpips", args.lpips), ("--face-models", args.face_models)]
@@ -471,6 +475,9 @@ def cmd_eval(args) -> int:
             raise ConfigError(f"{person[0].identifier['path']}: the avatar does not record what it trained on")
         methods.append(nearest_frame_method(trained_on, person[0].resolution, person[0].head, matte))
     elif person and not real:
+        if views:
+            raise ConfigError(f"{person[0].name} is a person-specific avatar: --task views turns one-shot models; "
+                              "render an avatar's novel views with `onehead avatar render --camera orbit`")
         raise ConfigError(f"{person[0].name} is a person-specific avatar: score it with --task avatar (its held-out "
                           "frames) or --task real (expression transfer: --references a frame of its own training "
                           "video, --driving another video)")
@@ -478,6 +485,8 @@ def cmd_eval(args) -> int:
         methods += baseline_methods(methods[0].head if methods else load_head_model("basic"))
     if real:
         return _eval_real(args, methods)
+    if views:
+        return _eval_views(args, methods)
     options = EvalOptions(task=args.task, size=args.size, lpips_weights=args.lpips, face_models=args.face_models,
                           motion_metrics=not args.no_motion_metrics, max_items=args.max_items, video=args.video,
                           progress=not args.quiet, command=command_line(), trained_on=trained_on,
@@ -523,6 +532,27 @@ def _eval_real(args, methods) -> int:
     for metric, reason in report["missing"].items():
         print(f"missing {metric}: {reason}")
     print(f"report -> {args.out}" + (f"; grid video -> {args.video}" if args.video else ""))
+    return 0
+
+
+def _eval_views(args, methods) -> int:
+    """`onehead eval --task views`: yaw sweeps of portraits or dataset references (onehead.evaluation.views)."""
+    from onehead.evaluation.run import command_line, format_table, write_report
+    from onehead.evaluation.views import DEFAULT_SIZE, DEFAULT_YAWS, ViewsOptions, evaluate_views
+
+    options = ViewsOptions(references=args.references or ["astronaut", "grace_hopper"], data=args.data,
+                           yaws=tuple(args.yaws or DEFAULT_YAWS), size=args.size or DEFAULT_SIZE,
+                           max_items=args.max_items, face_models=args.face_models, video=args.video,
+                           progress=not args.quiet, command=command_line())
+    report = evaluate_views(methods, options)
+    write_report(report, args.out)
+    data = report["data"]
+    print(f"multi-view consistency: {data['items']} references x yaws {', '.join(f'{y:g}' for y in data['yaws_deg'])} "
+          f"at {report['size']}x{report['size']} (outputs re-tracked; no ground truth):")
+    print(format_table(report, per_sequence=True))
+    for metric, reason in report["missing"].items():
+        print(f"missing {metric}: {reason}")
+    print(f"report -> {args.out}" + (f"; grid video (one frame per yaw) -> {args.video}" if args.video else ""))
     return 0
 
 
@@ -683,15 +713,18 @@ def build_parser() -> argparse.ArgumentParser:
                 "without ground truth (identity kept and CSIM against the portrait; mouth r, AED, APD, AKD "
                 "against the driving frames; flicker). ")
     p.add_argument("--data", default=None,
-                   help="dataset folder for self and cross (onehead synth, datasets/prepare_video.py)")
-    p.add_argument("--task", required=True, choices=("self", "cross", "real", "avatar"),
-                   help="self or cross-identity reenactment on --data, real portraits x a driving video, or "
-                        "avatar: person-specific avatars (--model) on the frames of --data they did not train on, "
-                        "against the nearest training frame")
+                   help="dataset folder for self, cross and avatar, or the references of views (frame 0 of each sequence) (onehead synth, datasets/prepare_video.py)")
+    p.add_argument("--task", required=True, choices=("self", "cross", "real", "views", "avatar"),
+                   help="self or cross-identity reenactment on --data, real portraits x a driving video, "
+                        "views: multi-view consistency (portraits or --data references turned on a yaw sweep, "
+                        "re-tracked), or avatar: person-specific avatars (--model) on the frames of --data they "
+                        "did not train on, against the nearest training frame")
+    p.add_argument("--yaws", type=float, nargs="+", default=None,
+                   help="views task: the yaw sweep in degrees, each within +-90 (default: -45 -30 -15 0 15 30 45)")
     p.add_argument("--frames", default=None,
                    help="avatar task: only frames in this slice, e.g. 100:120 (default: every frame not trained on)")
     p.add_argument("--references", nargs="+", default=None,
-                   help="real task: portrait image files or the samples astronaut, grace_hopper "
+                   help="real and views tasks: portrait image files or the samples astronaut, grace_hopper "
                         "(default: astronaut grace_hopper)")
     p.add_argument("--driving", default=None,
                    help="real task: driving video, folder of frames, or carphone, the bundled real clip "
@@ -709,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seed of the starting noise, 0 to {MAX_SEED} (default: each model's own, 0)")
     p.add_argument("--size", type=SIZE, default=None,
                    help=f"size in pixels the outputs are scored at, 16 to {MAX_SIZE} (default: the smallest "
-                        f"model resolution; 256 for the real task, where smaller models are upsampled)")
+                        f"model resolution; 256 for the real and views tasks, where smaller models are upsampled)")
     p.add_argument("--max-items", type=POSITIVE, default=None,
                    help="evaluate at most this many clips, at least 1 (default: all)")
     p.add_argument("--lpips", default=None,

@@ -145,7 +145,7 @@ def evaluate_real(methods: list[Method], options: RealOptions) -> dict:
 
     if not methods:
         raise ConfigError("nothing to evaluate: no methods")
-    _number_duplicates(methods)
+    number_duplicates(methods)
     size = options.size
     portraits = load_references(options.references)
     path, driving_name = driving_source(options.driving)
@@ -153,7 +153,7 @@ def evaluate_real(methods: list[Method], options: RealOptions) -> dict:
     if len(driving_frames) < 2:
         raise MediaReadError(f"--driving {options.driving}: {len(driving_frames)} frame(s); the real task needs 2 or more")
     count = len(driving_frames)
-    embedder, missing = _face_embedder(options)
+    embedder, missing = face_embedder(options)
     if not options.motion_metrics:
         missing.update({k: "switched off (--no-motion-metrics)" for k in MOTION_KEYS})
 
@@ -176,7 +176,7 @@ def evaluate_real(methods: list[Method], options: RealOptions) -> dict:
     for portrait in tqdm(portraits, desc="evaluating", unit="portrait", disable=not options.progress):
         start = time.perf_counter()
         try:
-            reference_at_size = _prepared(prepared, portrait, still_head, size, size)
+            reference_at_size = cached_reference(prepared, portrait, still_head, size, size)
         except NoFaceError as exc:
             raise NoFaceError(f"reference {portrait.source}: {exc}") from None
         motion_at_size = driving_motion(driving_tracks[id(still_head)], reference_at_size, still_head, size)
@@ -189,7 +189,7 @@ def evaluate_real(methods: list[Method], options: RealOptions) -> dict:
         outputs = {}
         for method in methods:
             resolution = method.resolution or size
-            ref = _prepared(prepared, portrait, method.head, resolution, size)
+            ref = cached_reference(prepared, portrait, method.head, resolution, size)
             start = time.perf_counter()
             motion = driving_motion(driving_tracks[id(method.head)], ref, method.head, resolution)
             frames = method.run(ref, motion).float()
@@ -212,14 +212,14 @@ def evaluate_real(methods: list[Method], options: RealOptions) -> dict:
     return report
 
 
-def _number_duplicates(methods: list[Method]) -> None:
+def number_duplicates(methods: list[Method]) -> None:
     names = [m.name for m in methods]
     for i, (method, name) in enumerate(zip(methods, names)):
         if names.count(name) > 1:
             method.name = f"{name}#{names[:i].count(name) + 1}"
 
 
-def _prepared(cache: dict, portrait: _Portrait, head, resolution: int, size: int):
+def cached_reference(cache: dict, portrait: _Portrait, head, resolution: int, size: int):
     """The reference tracked and cropped once per head at the evaluation size; other resolutions
     are that crop resized (the same framing for every method)."""
     import cv2
@@ -239,7 +239,8 @@ def _prepared(cache: dict, portrait: _Portrait, head, resolution: int, size: int
     return cache[key]
 
 
-def _face_embedder(options: RealOptions):
+def face_embedder(options) -> tuple:
+    """(dlib's face embedder or None, the identity metrics it leaves missing and why)."""
     missing = {}
     try:
         from onehead.metrics.identity import load_face_embedder
