@@ -1,6 +1,7 @@
 """The tri-plane family (paper 004) on CPU: the splatter by hand, the head frame, shapes and range,
 cached == uncached, gradients into every branch, bit-exact save/load, bad folders, a pretrained
-canonical encoder from a local VAE folder, and a short training run that resumes exactly.
+canonical encoder from a local VAE folder, short training runs of both stages that resume exactly,
+and the perceptual and adversarial terms.
 The family contract (animate / eval CLIs) runs in tests/test_families.py."""
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ TRAIN_MODEL = {"kind": "onehead-triplane", "preset": "tiny", "resolution": 32, "
                "canonical_down": [16, 32], "canonical_up": [32], "appearance_down": [16], "appearance_up": [16],
                "expression_resolution": 16, "expression_down": [16], "expression_up": [16], "latent_channels": 16,
                "sr_channels": 16, "coarse": 6, "fine": 6, "loss": {"tv_points": 64}}
+# stage 2 starts from a checkpoint: its architecture; only inference settings and loss weights here
+STAGE2_MODEL = {"kind": "onehead-triplane", "coarse": 6, "fine": 6, "loss": {"discriminator_channels": 8}}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -327,8 +330,8 @@ def train_dataset(head, tmp_path_factory):
     return _dataset(head, tmp_path_factory.mktemp("triplane_train") / "synthetic", TRAIN_SIZE)
 
 
-def _config(folder, dataset, **train):
-    raw = {"model": TRAIN_MODEL, "data": {"train": [{"path": str(dataset)}], "validation": str(dataset)},
+def _config(folder, dataset, model=None, **train):
+    raw = {"model": model or TRAIN_MODEL, "data": {"train": [{"path": str(dataset)}], "validation": str(dataset)},
            "train": {"output_dir": str(folder / "run"), "seed": 3, "max_steps": 4, "batch_size": 2,
                      "learning_rate": 1e-3, "warmup_steps": 1, "weight_decay": 0.0, "log_every": 1,
                      "ema": {"enabled": True, "decay": 0.9}, "validate_every": 4, "validation_items": 1,
@@ -378,9 +381,11 @@ def test_training_runs_and_resumes_exactly(train_dataset, tmp_path):
         assert x.keys() == y.keys() and all(torch.allclose(x[k], y[k], atol=1e-6, rtol=0) for k in x)
 
 
-def test_training_loss_parts_and_stage_2(train_dataset, tmp_path):
-    """Each stage-1 term is finite and the neutral target covers the head; stage 2 says it is not there yet."""
+def test_training_loss_parts_with_the_perceptual_terms(train_dataset, tmp_path):
+    """Each stage-1 term is finite and the neutral target covers the head; LPIPS (a stand-in weights
+    file of the real format) adds the perceptual part and its gradient; a missing file is a ConfigError."""
     from onehead.data.datasets import ReenactmentDataset
+    from onehead.metrics.lpips import LPIPS
     from onehead.training import load_config
     from onehead.training.triplane import TriplaneFamily, TriplaneLoss, triplane_loss
 
@@ -394,15 +399,80 @@ def test_training_loss_parts_and_stage_2(train_dataset, tmp_path):
     assert all(math.isfinite(float(v.detach())) for v in result.parts.values())
     assert result.images["output"].shape == (2, 3, TRAIN_SIZE, TRAIN_SIZE)
     assert result.images["neutral"].abs().sum() > 0  # the warped source covers part of the render
-    with pytest.raises(ConfigError, match="stage 2 .* not implemented yet"):
-        load_config(_config(tmp_path, train_dataset), ["train.stage=2"])
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(LPIPS().state_dict(), tmp_path / "lpips.safetensors")
+    perceptual = TriplaneLoss(perceptual=1.0)
+    lpips_model = LPIPS.from_file(tmp_path / "lpips.safetensors")
+    with_lpips = triplane_loss(model, batch, torch.Generator().manual_seed(0), perceptual, 6, 6, lpips_model=lpips_model)
+    assert float(with_lpips.parts["perceptual"].detach()) > 0
+    assert float((with_lpips.total - result.total).detach()) == pytest.approx(float(with_lpips.parts["perceptual"].detach()), rel=1e-4)
+    model.zero_grad()
+    with_lpips.parts["perceptual"].backward()
+    assert model.super_resolution.out[1].weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="LPIPS"):
+        load_config(_config(tmp_path, train_dataset), ["model.loss.perceptual=1"])
     with pytest.raises(ConfigError, match="model.loss"):
         load_config(_config(tmp_path, train_dataset), ["model.loss.l2=1"])
 
 
+def test_stage_2_trains_only_the_super_resolution_with_a_discriminator_and_resumes_exactly(train_dataset, tmp_path):
+    from onehead.data.datasets import ReenactmentDataset
+    from onehead.training import load_config, train
+    from onehead.training.triplane import DISCRIMINATOR_FILE, TriplaneFamily, stage2_loss
+
+    with pytest.raises(ConfigError, match="train.init_from"):
+        load_config(_config(tmp_path, train_dataset), ["train.stage=2"])
+    stage1 = tmp_path / "stage1"
+    stage1.mkdir()
+    train(load_config(_config(stage1, train_dataset, max_steps=2)))
+    start = stage1 / "run" / "checkpoints" / "step_000002"
+
+    # the generator term moves only the super-resolution, the discriminator terms only the discriminator
+    family = TriplaneFamily()
+    config = load_config(_config(tmp_path, train_dataset, STAGE2_MODEL, stage=2, init_from=str(start)))
+    model = family.build(dict(config.model), config.train, None)
+    groups = {g.name: g.params for g in family.parameter_groups(model, config.train)}
+    assert set(groups) == {"super_resolution", "discriminator"}
+    assert all(n.startswith("triplane.super_resolution.") for n in groups["super_resolution"])
+    items = ReenactmentDataset(train_dataset, size=TRAIN_SIZE)
+    batch = torch.utils.data.default_collate([items[0], items[3]])
+    parts = stage2_loss(model, batch, torch.Generator().manual_seed(0), family.weights, 6, 6).parts
+    assert {"super_resolution", "adversarial", "discriminator", "r1"} <= set(parts)
+    parts["adversarial"].backward(retain_graph=True)
+    assert all(p.grad is None or not p.grad.any() for p in groups["discriminator"].values())
+    assert any(p.grad is not None and p.grad.any() for p in groups["super_resolution"].values())
+    model.zero_grad()
+    parts["discriminator"].backward()
+    assert all(p.grad is None or not p.grad.any() for p in groups["super_resolution"].values())
+    assert any(p.grad is not None and p.grad.any() for p in groups["discriminator"].values())
+
+    # a run: frozen parts stay, the super-resolution moves; the checkpoint loads for inference
+    stage2 = _config(tmp_path, train_dataset, STAGE2_MODEL, stage=2, init_from=str(start), max_steps=4)
+    train(load_config(stage2))
+    run = tmp_path / "run" / "checkpoints"
+    before, after = _weights(start), _weights(run / "step_000004")
+    assert before.keys() == after.keys()
+    for name in before:
+        moved = not torch.equal(before[name], after[name])
+        assert moved == name.startswith("super_resolution."), name
+    assert (run / "step_000004" / DISCRIMINATOR_FILE).is_file()
+    assert Animator.from_pretrained(run / "step_000004" / "ema").kind == "onehead-triplane"
+    first = _losses(tmp_path / "run")
+    out = tmp_path / "resumed"
+    train(load_config(stage2, [f"train.output_dir={out}"]), str(run / "step_000002"))
+    second = _losses(out)
+    for step in (3, 4):
+        assert abs(first[step] - second[step]) <= 1e-5, (step, first[step], second[step])
+    x, y = _weights(run / "step_000004"), _weights(out / "checkpoints" / "step_000004")
+    assert all(torch.allclose(x[k], y[k], atol=1e-6, rtol=0) for k in x)
+
+
 def test_shipped_config_and_script(tmp_path, capsys):
     """training/configs/triplane_tiny.yaml parses as this family; train_triplane.py (the shared entry
-    point) refuses stage 2 with one line and exit code 2."""
+    point) refuses stage 2 without a stage-1 model to start from, with one line and exit code 2."""
     import importlib.util
     from pathlib import Path
 
@@ -421,4 +491,4 @@ def test_shipped_config_and_script(tmp_path, capsys):
                                       "data": {"train": [str(dataset)]}, "train": {"stage": 2}}))
     assert script.main(["--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not implemented yet" in err[0], err
+    assert len(err) == 1 and "train.init_from" in err[0], err

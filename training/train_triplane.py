@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Train onehead's tri-plane Animator (paper 004, stage 1) with accelerate.
+"""Train onehead's tri-plane Animator (paper 004, stages 1 and 2) with accelerate.
 
     python training/train_triplane.py --config training/configs/triplane_tiny.yaml
     python training/train_triplane.py --config training/configs/triplane_tiny.yaml --resume latest
+    python training/train_triplane.py --config training/configs/triplane_tiny.yaml \
+        --set train.stage=2 --set train.init_from=RUN/checkpoints/step_XXXXXX/ema --set train.output_dir=RUN2
 
 The same loop, options and exact resume as train_animator.py (the family comes from the config's
 model.kind: onehead-triplane; the losses are defined in onehead.training.triplane). Stage 2
-(super-resolution with a dual discriminator) is not implemented yet.
+fine-tunes only the super-resolution, with EG3D's dual discriminator, from a stage-1 model.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ camera, compared with the target resized to the render resolution (L1):
 Beside them:
 - super_resolution (onehead's addition): L1 of the super-resolved I_c+e+p against the full-size
   target. The paper trains the super-resolution module only in stage 2; here it learns plain
-  reconstruction in stage 1 so a stage-1 checkpoint gives usable frames before stage 2 exists.
+  reconstruction in stage 1 so a stage-1 checkpoint gives usable frames without stage 2.
 - tv: EG3D's density regularisation: L1 between the densities of the full planes at random points
   (half near the target's head-model surface, half anywhere in the cube) and at the same points
   moved by tv_offset x bounds of Gaussian noise.
@@ -24,9 +24,22 @@ Beside them:
   expression image of the source's own colours, exact where the head model is; it cannot open eyes
   the source closed, and it covers the head model's surface (face, scalp, ears), not a face-only mask.
   L_neutral = the mean over M_neu of |I_c x M_neu - I_neu|.
-Not implemented: the perceptual (VGG) terms (no VGG weights here; they would come from a
-user-supplied file) and stage 2 (super-resolution fine-tuning with EG3D's dual discriminator):
-train.stage 2 is a ConfigError.
+- perceptual (weight 0 unless set): LPIPS (AlexNet; the paper's perceptual loss [28, 77]) beside
+  each L1 term above, the neutral one inside M_neu. Its weights come only from a user's file
+  (model.loss.lpips_weights, or $ONEHEAD_LPIPS_WEIGHTS; `onehead convert-lpips` makes one).
+
+Stage 2 (paper 004: "only fine-tune the super-resolution module and freeze other parts"). It starts
+from a stage-1 checkpoint (train.init_from). Everything but the super-resolution module is frozen,
+so of the stage-1 terms only super_resolution (and its perceptual part) can move a weight; the
+others are constants there and are not computed. Beside it, EG3D's dual discriminator
+(onehead.models.triplane.parts.DualDiscriminator) sees the output with its low-resolution render,
+and a real target with its own area-downsampled copy, in the logistic (non-saturating) form:
+  generator:      adversarial x softplus(-D(fake))
+  discriminator:  softplus(D(fake)) + softplus(-D(real)) + r1 / 2 x |grad_real D(real)|^2 (R1)
+Both go into one backward pass: the generator term sees the discriminator's weights detached and
+the discriminator sees the output detached, so each part gets only its own gradients. The
+discriminator is saved in each stage-2 checkpoint folder (discriminator.safetensors) for exact
+resume; the model folder that inference loads ignores it.
 
 The `model` section of a config: `kind`, `preset` (tiny or base) plus any TriplaneConfig field to
 override, inference settings (coarse, fine, frames_per_batch, chunk; also in an `inference:`
@@ -45,9 +58,12 @@ import torch.nn.functional as F
 from onehead.config import from_dict, replace
 from onehead.errors import ConfigError
 from onehead.head import HEAD_PARAM_NAMES
+from torch import nn
+
 from onehead.training.family import ParamGroup
 
 KIND = "onehead-triplane"
+DISCRIMINATOR_FILE = "discriminator.safetensors"  # stage 2's discriminator, in its checkpoint folders
 NEUTRAL_ZEROED = ("expression", "jaw_pose", "eye_pose")  # what the neutral target sets to zero
 
 
@@ -61,10 +77,18 @@ class TriplaneLoss:
     neutral: float = 1.0  # the canonical render at the source camera against the neutral warp
     tv_points: int = 512  # random points per sample for tv
     tv_offset: float = 0.008  # their perturbation, in units of bounds (EG3D: 0.004 of a unit box)
+    perceptual: float = 0.0  # LPIPS beside every L1 term (needs lpips_weights or $ONEHEAD_LPIPS_WEIGHTS)
+    lpips_weights: str | None = None  # an onehead LPIPS safetensors file
+    adversarial: float = 0.1  # stage 2: the generator's dual-discriminator term
+    r1: float = 1.0  # stage 2: R1 penalty gamma on real images (EG3D: 1 at 512 px)
+    discriminator_channels: int = 32  # stage 2: the discriminator's first width (doubling, at most 256)
 
     def __post_init__(self):
-        if min(self.l1, self.super_resolution, self.tv, self.neutral, self.tv_offset) < 0 or self.tv_points < 2:
-            raise ValueError("loss weights and tv_offset must not be negative, tv_points at least 2")
+        weights = (self.l1, self.super_resolution, self.tv, self.neutral, self.tv_offset, self.perceptual,
+                   self.adversarial, self.r1)
+        if min(weights) < 0 or self.tv_points < 2 or self.discriminator_channels < 1:
+            raise ValueError("loss weights and tv_offset must not be negative, tv_points at least 2, "
+                             "discriminator_channels at least 1")
 
 
 @dataclass
@@ -127,17 +151,36 @@ def density_tv(model, planes: torch.Tensor, params: dict, count: int, offset: fl
     return (density[:, :points.shape[1]] - density[:, points.shape[1]:]).abs().mean() * bounds
 
 
-def triplane_loss(model, batch: dict, generator: torch.Generator | None, weights: TriplaneLoss,
-                  coarse: int, fine: int, jitter: bool = True) -> LossParts:
-    """Stage-1 loss of a batch of ReenactmentDataset items (collated); every draw from `generator`."""
+def _unpack(model, batch: dict) -> tuple:
+    """(frames per clip, source, its params, K, world_to_cam, target params, K, world_to_cam, targets),
+    the targets flattened to one row per frame, on the model's device."""
     device = model.device
-    clips, frames = batch["target"].shape[:2]
+    frames = batch["target"].shape[1]
     source = batch["reference"].to(device)
     source_params = {k: batch["reference_params"][k].to(device) for k in HEAD_PARAM_NAMES}
     source_K, source_w2c = batch["reference_K"].to(device), batch["reference_world_to_cam"].to(device)
     params = {k: batch["target_params"][k].flatten(0, 1).to(device) for k in HEAD_PARAM_NAMES}
     K, w2c = batch["K"].flatten(0, 1).to(device), batch["world_to_cam"].flatten(0, 1).to(device)
     target = batch["target"].flatten(0, 1).to(device)
+    return frames, source, source_params, source_K, source_w2c, params, K, w2c, target
+
+
+def _perceptual(lpips_model, image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
+    """Mean LPIPS; images under LPIPS's smallest side are upsampled (bilinear) to it first."""
+    from onehead.metrics.lpips import MIN_SIDE, lpips
+
+    if image.shape[-1] < MIN_SIDE:
+        size = (MIN_SIDE + 1, MIN_SIDE + 1)
+        image, target = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (image, target))
+        mask = None if mask is None else F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+    return lpips(image, target, lpips_model.to(image.device), mask).mean()
+
+
+def triplane_loss(model, batch: dict, generator: torch.Generator | None, weights: TriplaneLoss,
+                  coarse: int, fine: int, jitter: bool = True, lpips_model=None) -> LossParts:
+    """Stage-1 loss of a batch of ReenactmentDataset items (collated); every draw from `generator`.
+    lpips_model: the perceptual terms' network (needed when weights.perceptual > 0)."""
+    frames, source, source_params, source_K, source_w2c, params, K, w2c, target = _unpack(model, batch)
 
     cache = model.encode_source(source, source_params, source_K, source_w2c)
     per_frame = cache.repeat(frames)
@@ -165,7 +208,62 @@ def triplane_loss(model, batch: dict, generator: torch.Generator | None, weights
     total = (weights.l1 * (parts["canonical"] + parts["canonical_expression"] + parts["full"])
              + weights.super_resolution * parts["super_resolution"] + weights.neutral * parts["neutral"]
              + weights.tv * parts["tv"])
+    if weights.perceptual > 0:
+        if lpips_model is None:
+            raise ConfigError("model.loss.perceptual > 0 needs the LPIPS network (model.loss.lpips_weights)")
+        pairs = [(image, target_low, None) for image in images.values()] + [
+            (output, target, None), (low[3 * n:] * mask, neutral, mask)]
+        parts["perceptual"] = sum(_perceptual(lpips_model, *pair) for pair in pairs)
+        total = total + weights.perceptual * parts["perceptual"]
     images.update(output=output, neutral=neutral, source_canonical=low[3 * n:])
+    return LossParts(total, parts, images)
+
+
+class Stage2Model(nn.Module):
+    """What stage 2 trains: the tri-plane model (only its super-resolution module unfrozen) beside
+    the dual discriminator."""
+
+    def __init__(self, triplane, discriminator):
+        super().__init__()
+        self.triplane = triplane
+        self.discriminator = discriminator
+
+
+def stage2_loss(model: Stage2Model, batch: dict, generator: torch.Generator | None, weights: TriplaneLoss,
+                coarse: int, fine: int, lpips_model=None) -> LossParts:
+    """Stage-2 loss (module docstring): super-resolution L1 (+ LPIPS) and the dual-discriminator terms
+    of generator and discriminator, for one backward pass."""
+    triplane, discriminator = model.triplane, model.discriminator
+    frames, source, source_params, source_K, source_w2c, params, K, w2c, target = _unpack(triplane, batch)
+    with torch.no_grad():  # frozen: the encoders and the volume render
+        cache = triplane.encode_source(source, source_params, source_K, source_w2c).repeat(frames)
+        planes = cache.canonical + cache.appearance + triplane.expression_planes(cache.shape, params)
+        out = triplane.render_planes(planes, triplane.head_cameras(params, w2c), K, coarse=coarse, fine=fine,
+                                     jitter=True, generator=generator)
+    output = triplane.super_resolution(out.features)
+    parts = {"super_resolution": F.l1_loss(output, target)}
+    total = weights.super_resolution * parts["super_resolution"]
+    if weights.perceptual > 0:
+        if lpips_model is None:
+            raise ConfigError("model.loss.perceptual > 0 needs the LPIPS network (model.loss.lpips_weights)")
+        parts["perceptual"] = _perceptual(lpips_model, output, target)
+        total = total + weights.perceptual * parts["perceptual"]
+    size = out.low_res.shape[-1]
+    real_low = F.interpolate(target, size=(size, size), mode="area")
+    frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+    fake_logits = torch.func.functional_call(discriminator, frozen, (output, out.low_res))
+    parts["adversarial"] = F.softplus(-fake_logits).mean()
+    real = target.detach().requires_grad_(weights.r1 > 0)
+    real_logits = discriminator(real, real_low)
+    parts["discriminator"] = (F.softplus(discriminator(output.detach(), out.low_res)).mean()
+                              + F.softplus(-real_logits).mean())
+    total = total + weights.adversarial * parts["adversarial"] + parts["discriminator"]
+    if weights.r1 > 0:
+        gradient, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        parts["r1"] = gradient.square().flatten(1).sum(1).mean()
+        total = total + weights.r1 / 2 * parts["r1"]
+    images = {"full": out.low_res, "output": output, "real_logit": real_logits.detach(),
+              "fake_logit": fake_logits.detach()}
     return LossParts(total, parts, images)
 
 
@@ -178,14 +276,15 @@ class TriplaneFamily:
     def __init__(self):
         self.inference = None  # the TriplaneSettings saved with every checkpoint (set by build)
         self.weights = TriplaneLoss()
+        self.lpips = None  # the perceptual terms' network (model.loss.perceptual > 0)
 
     def check_config(self, config) -> None:
         t, d = config.train, config.data
-        if t.stage == 2:
-            raise ConfigError("onehead-triplane: stage 2 (super-resolution fine-tuning with a dual "
-                              "discriminator, paper 004 section 3.5) is not implemented yet; train.stage must be 1")
-        if t.stage != 1:
-            raise ConfigError(f"train.stage must be 1, got {t.stage}")
+        if t.stage not in (1, 2):
+            raise ConfigError(f"train.stage must be 1 or 2, got {t.stage}")
+        if t.stage == 2 and not t.init_from:
+            raise ConfigError("onehead-triplane stage 2 fine-tunes the super-resolution of a stage-1 model: set "
+                              "train.init_from to a stage-1 checkpoint or run")
         if d.views is not None or d.frames is not None:
             raise ConfigError("data.views and data.frames select a person's frames (onehead-avatar); "
                               "the tri-plane model trains on every frame of data.train")
@@ -200,7 +299,9 @@ class TriplaneFamily:
             raise ConfigError(f"model: {', '.join(sorted(architecture))} change the architecture; with "
                               "train.init_from the checkpoint's architecture is used")
         replace(PRESETS[preset][1], "model section", **inference)
-        from_dict(TriplaneLoss, loss, "model.loss")
+        weights = from_dict(TriplaneLoss, loss, "model.loss")
+        if weights.perceptual > 0:
+            _load_lpips(weights)
 
     def build(self, model_config: dict, train, resume_from: Path | None):
         """A fresh model (preset + overrides), the train.init_from checkpoint or the one being resumed."""
@@ -220,31 +321,51 @@ class TriplaneFamily:
             animator = TriplaneAnimator(TriplaneModel(config), replace(PRESETS[preset][1], "model section",
                                                                        **inference))
         self.inference = animator.inference
+        self.lpips = _load_lpips(self.weights) if self.weights.perceptual > 0 else None
         model = animator.model
         model.requires_grad_(True)
         model.train()
-        return model
+        if train.stage == 1:
+            return model
+        from onehead.models.triplane.parts import DualDiscriminator
+
+        model.requires_grad_(False)
+        model.super_resolution.requires_grad_(True)
+        discriminator = DualDiscriminator(model.config.resolution, self.weights.discriminator_channels)
+        if resume_from is not None:
+            _load_discriminator(discriminator, resume_from)
+        return Stage2Model(model, discriminator.train())
 
     def datasets(self, model, config):
         """Every source with weight > 0 as a ReenactmentDataset; data.validation as held-out items."""
         from onehead.training.gaussian_diffusion import reenactment_datasets
 
-        return reenactment_datasets(config, 1, model.config.resolution)
+        return reenactment_datasets(config, 1, _triplane(model).config.resolution)
 
     def parameter_groups(self, model, train) -> list[ParamGroup]:
-        """One group: every parameter (the head model has none)."""
-        return [ParamGroup("trainable", {n: p for n, p in model.named_parameters() if p.requires_grad})]
+        """Stage 1: one group, every parameter (the head model has none). Stage 2: the super-resolution
+        module and the discriminator."""
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if not isinstance(model, Stage2Model):
+            return [ParamGroup("trainable", trainable)]
+        return [ParamGroup("super_resolution", {n: p for n, p in trainable.items() if n.startswith("triplane.")}),
+                ParamGroup("discriminator", {n: p for n, p in trainable.items() if n.startswith("discriminator.")})]
 
     def loss(self, model, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        return triplane_loss(model, batch, generator, self.weights, self.inference.coarse, self.inference.fine).total
+        if isinstance(model, Stage2Model):
+            return stage2_loss(model, batch, generator, self.weights, self.inference.coarse, self.inference.fine,
+                               self.lpips).total
+        return triplane_loss(model, batch, generator, self.weights, self.inference.coarse, self.inference.fine,
+                             lpips_model=self.lpips).total
 
     def validation_columns(self, model, batch: dict, train) -> list[torch.Tensor]:
         """reference | target | I_c | I_c+e | I_c+e+p (render resolution) | super-resolved output;
         deterministic samples (no jitter)."""
         clips, frames = batch["target"].shape[:2]
+        model = _triplane(model)
         with torch.no_grad():
-            images = triplane_loss(model, batch, None, self.weights, self.inference.coarse, self.inference.fine,
-                                   jitter=False).images
+            images = triplane_loss(model, batch, None, replace(self.weights, "model.loss", perceptual=0.0),
+                                   self.inference.coarse, self.inference.fine, jitter=False).images
 
         def column(x):
             return x.clamp(0, 1).float().cpu().view(clips, frames, *x.shape[1:])
@@ -253,6 +374,44 @@ class TriplaneFamily:
             column(images[name]) for name in ("canonical", "canonical_expression", "full", "output")]
 
     def save_pretrained(self, model, directory: Path) -> None:
+        """The model folder; in stage 2 also the discriminator (DISCRIMINATOR_FILE), which inference ignores."""
+        from safetensors.torch import save_file
+
         from onehead.pipelines.triplane import TriplaneAnimator
 
-        TriplaneAnimator(model, self.inference).save_pretrained(directory)
+        if not isinstance(model, Stage2Model):
+            TriplaneAnimator(model, self.inference).save_pretrained(directory)
+            return
+        TriplaneAnimator(model.triplane, self.inference).save_pretrained(directory)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.discriminator.state_dict().items()}
+        save_file(state, Path(directory) / DISCRIMINATOR_FILE)
+
+
+def _triplane(model):
+    """The tri-plane model of either stage's training module."""
+    return model.triplane if isinstance(model, Stage2Model) else model
+
+
+def _load_lpips(weights: TriplaneLoss):
+    from onehead.errors import MetricUnavailable
+    from onehead.metrics.lpips import load_lpips
+
+    try:
+        return load_lpips(weights.lpips_weights)
+    except MetricUnavailable as exc:
+        raise ConfigError(f"model.loss.perceptual > 0: {exc} (or set model.loss.lpips_weights)") from None
+
+
+def _load_discriminator(discriminator, checkpoint: Path) -> None:
+    from safetensors.torch import load_file
+
+    from onehead.errors import CheckpointError
+
+    path = Path(checkpoint) / DISCRIMINATOR_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint}: a stage-2 checkpoint holds {DISCRIMINATOR_FILE}; this one does not")
+    try:
+        discriminator.load_state_dict(load_file(path))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: does not fit the discriminator of model.loss "
+                              f"({str(exc).splitlines()[0][:200]})") from None

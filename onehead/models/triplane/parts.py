@@ -5,6 +5,7 @@
     LiftFeatures       the appearance branch's E_p: source image -> per-pixel features
     TriplaneDecoder    EG3D's MLP: summed plane features -> raw density and features
     SuperResolution    render-resolution features -> RGB at the output resolution (PixelShuffle)
+    DualDiscriminator  EG3D's dual discrimination for stage 2: (image, its low-resolution version) -> logit
     splat_triplane     points with values -> three planes (bilinear scatter-add, normalised by weight)
 """
 
@@ -91,6 +92,46 @@ class SuperResolution(nn.Module):
         if self.factor > 1:
             rgb = F.interpolate(rgb, scale_factor=self.factor, mode="bilinear", align_corners=False)
         return (rgb + self.out(x)).clamp(0, 1)
+
+
+class DualDiscriminator(nn.Module):
+    """EG3D's dual discriminator (training only): the image (B, 3, S, S) and its low-resolution
+    version upsampled to S (bilinear) concatenated -> one logit per image. Residual blocks halve the
+    size down to 4 x 4 (channels doubling from `channels`, at most `max_channels`), then a linear
+    layer. Seeing both, it can tell a super-resolved frame that does not agree with its own render."""
+
+    def __init__(self, resolution: int, channels: int = 32, max_channels: int = 256):
+        super().__init__()
+        if resolution < 8 or resolution & (resolution - 1):
+            raise ValueError(f"the discriminator needs a power-of-two resolution of at least 8, got {resolution}")
+        self.resolution = resolution
+        self.stem = nn.Conv2d(6, channels, 1)
+        blocks, width = [], channels
+        for _ in range(halvings(resolution, 4)):
+            out = min(2 * width, max_channels)
+            blocks.append(_DownBlock(width, out))
+            width = out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * 16, width), nn.LeakyReLU(0.2), nn.Linear(width, 1))
+
+    def forward(self, image: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
+        size = image.shape[-1]
+        if tuple(image.shape[-2:]) != (self.resolution, self.resolution):
+            raise ValueError(f"the discriminator takes {self.resolution}x{self.resolution} images, got {tuple(image.shape)}")
+        low = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+        x = torch.cat([image, low], 1) * 2 - 1
+        return self.head(self.blocks(self.stem(x)))[:, 0]
+
+
+class _DownBlock(nn.Module):
+    def __init__(self, channels: int, out: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(channels, out, 3, padding=1), nn.AvgPool2d(2))
+        self.skip = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(channels, out, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv(x) + self.skip(x)) / math.sqrt(2)
 
 
 def splat_triplane(points: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, resolution: int,
