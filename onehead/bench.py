@@ -494,17 +494,27 @@ def report_avatar(size: int | None = None, frames: int | None = None) -> dict:
 
 
 def bench_triplane(size: int | None = None, frames: int | None = None) -> dict:
-    """Tri-plane mode speed (random tiny weights: no checkpoint is shipped yet; speed does not depend
-    on the weights): the source encoding once per clip, then per frame the expression branch, the
-    volume rendering and the super-resolution, at the tiny output size or `size`."""
+    """Tri-plane mode speed: the source encoding once per clip, then per frame the expression branch,
+    the volume rendering and the super-resolution. Without `size`: the embedded model (random tiny
+    weights when this install has none). With `size`: the preset of that output size with random
+    weights (speed does not depend on the weights): 64 tiny, 256 small, 512 base."""
+    from onehead.errors import ConfigError
     from onehead.head.model import load_head_model
-    from onehead.pipelines.triplane import TriplaneAnimator
+    from onehead.models.triplane import PRESETS
+    from onehead.pipelines.triplane import TriplaneAnimator, default_triplane_dir
 
     frames = frames or 16
     head = load_head_model("basic")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    overrides = {"resolution": size} if size else {}
-    animator = TriplaneAnimator.from_preset("tiny", head, **overrides).to(device)
+    by_size = {config.resolution: name for name, (config, _) in PRESETS.items()}
+    if size is not None and size not in by_size:
+        raise ConfigError(f"bench triplane --size: one of the presets' sizes {sorted(by_size)}, got {size}")
+    if size is None and default_triplane_dir() is not None:
+        animator, what = TriplaneAnimator.from_pretrained(default_triplane_dir(), head=head), "embedded triplane-tiny"
+    else:
+        name = by_size.get(size, "tiny")
+        animator, what = TriplaneAnimator.from_preset(name, head), f"{name} (random weights)"
+    animator.to(device)
     model, settings, resolution = animator.model, animator.inference, animator.resolution
     ref, motion = _synthetic_self_reenactment(head, frames, resolution)
     animator.reenact(ref, motion)  # warm-up
@@ -520,7 +530,7 @@ def bench_triplane(size: int | None = None, frames: int | None = None) -> dict:
         part = {k: v[:batch] for k, v in params.items()}
         render_s = _seconds(lambda: model.render(cache, part, K[:batch], w2c[:batch], coarse=settings.coarse,
                                                  fine=settings.fine, chunk=settings.chunk), device, repeats=3)
-    return {"machine": machine_line(), "model": f"tiny (random weights) on {device.type}", "resolution": resolution,
+    return {"machine": machine_line(), "model": f"{what} on {device.type}", "resolution": resolution,
             "render_resolution": model.config.render_resolution, "samples": f"{settings.coarse}+{settings.fine}",
             "frames": frames, "encode_ms_per_clip": 1000 * encode_s, "render_ms_per_frame": 1000 * render_s / batch,
             "seconds_per_frame": seconds / frames, "frames_per_s": frames / seconds}

@@ -154,3 +154,9 @@ def test_family_benches_time_every_part(name, capsys):
     assert result["frames_per_s"] == pytest.approx(1 / result["seconds_per_frame"])
     printed = capsys.readouterr().out
     assert f"onehead bench {name}" in printed and result["machine"] in printed
+
+
+def test_triplane_bench_sizes_are_the_presets():
+    """`onehead bench triplane --size S` times the preset of that output size; others are refused."""
+    with pytest.raises(ConfigError, match="64, 256, 512"):
+        bench.bench_triplane(size=100, frames=2)

@@ -27,6 +27,14 @@ from onehead.models.triplane.config import FORMAT
 from onehead.pipelines.one_shot import Animator, Reenactment
 
 
+EMBEDDED_TRIPLANE_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "triplane-tiny"
+
+
+def default_triplane_dir() -> Path | None:
+    """The embedded tri-plane model's folder, or None when this install has none."""
+    return EMBEDDED_TRIPLANE_DIR if (EMBEDDED_TRIPLANE_DIR / CONFIG_FILE).is_file() else None
+
+
 class TriplaneAnimator(Animator):
     kind = KIND
 

@@ -30,7 +30,7 @@ FORMAT = 1  # triplane.json holds {"kind", "format", "model": architecture, "inf
 class TriplaneConfig:
     """The networks of paper 004's model; saved beside its weights."""
 
-    preset: Literal["tiny", "base"] = "tiny"
+    preset: Literal["tiny", "small", "base"] = "tiny"
     resolution: int = 64  # source and output frames are resolution x resolution
     render_resolution: int = 32  # the volume rendering's size (the super-resolution input)
     head_model: Literal["basic", "flame"] = "basic"  # the mesh of the appearance and expression branches
@@ -121,6 +121,12 @@ def _power_of_two_ratio(name: str, big: int, small: int) -> None:
 PRESETS = {
     # CPU tests and demos: 64 px frames, 32 px renders, planes 3 x 16 x 32 x 32
     "tiny": (TriplaneConfig(), TriplaneSettings()),
+    # 256 px frames on a CPU: 64 px renders (super-resolution x4), planes 3 x 16 x 64 x 64
+    "small": (TriplaneConfig(preset="small", resolution=256, render_resolution=64, plane_resolution=64,
+                             canonical_down=(32, 64, 64, 64), canonical_up=(64, 64), lift_resolution=64,
+                             expression_resolution=64, expression_down=(32, 64), expression_up=(64, 64),
+                             appearance_down=(32, 64), appearance_up=(64, 64)),
+              TriplaneSettings(coarse=16, fine=16, frames_per_batch=4)),
     # the paper's sizes: 512 px frames, 128 px renders, planes 3 x 32 x 256 x 256, E_p at 128 px
     "base": (TriplaneConfig(preset="base", resolution=512, render_resolution=128, plane_resolution=256,
                             plane_channels=32, feature_channels=32, latent_channels=128, norm_groups=32,
