@@ -307,7 +307,21 @@ def cmd_render_debug(args) -> int:
     return 0
 
 
+def _model_folder(value: str | None) -> str | None:
+    """A --model value: a folder, or `triplane` for the embedded tri-plane model (when no such path exists)."""
+    if value == "triplane" and not Path(value).exists():
+        from onehead.errors import CheckpointError
+        from onehead.pipelines.triplane import default_triplane_dir
+
+        folder = default_triplane_dir()
+        if folder is None:
+            raise CheckpointError("this install has no embedded tri-plane model; pass a model folder")
+        return str(folder)
+    return value
+
+
 def cmd_animate(args) -> int:
+    args.model = _model_folder(args.model)
     check_outputs([Output("--out", args.out, "video")]
                   + ([Output("--side-by-side", args.side_by_side, "video")] if args.side_by_side else []),
                   [("--reference", args.reference), ("--driving", args.driving),
@@ -434,6 +448,7 @@ def _camera_file(path: str):
 def cmd_eval(args) -> int:
     from onehead.errors import ConfigError
 
+    args.model = None if args.model is None else [_model_folder(m) for m in args.model]
     models = [m for m in (args.model or []) if m != "none"]
     real, views = args.task == "real", args.task == "views"
     if real and args.data is not None:
@@ -686,7 +701,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-tracking", default=None,
                    help="take the reference's parameters from the first frame of this tracking npz")
     p.add_argument("--model", "--checkpoint", dest="model", default=None,
-                   help="model folder of any one-shot family (default: the embedded model)")
+                   help="model folder of any one-shot family, or triplane: the embedded tri-plane model "
+                        "(default: the embedded diffusion model)")
     p.add_argument("--steps", type=STEPS, default=None,
                    help=f"denoising steps, 1 to 1000: more is slower and cleaner (default: the model's own; "
                         f"{steps} for the embedded model)")
@@ -733,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real task: use only the first frames of the driving video, at least 1 (default: all)")
     p.add_argument("--out", required=True, help=f"report to write ({allowed('report')})")
     p.add_argument("--model", "--checkpoint", dest="model", action="append", default=None,
-                   help="model folder; repeat for several (default: the embedded model; 'none': baselines only)")
+                   help="model folder; repeat for several (default: the embedded model; 'triplane': the embedded "
+                        "tri-plane model; 'none': baselines only)")
     p.add_argument("--video", default=None,
                    help=f"also write a grid video: reference | target | each method ({allowed('video')})")
     p.add_argument("--steps", type=STEPS, default=None,

@@ -229,14 +229,38 @@ def test_gradients_reach_every_branch(animator, inputs):
     out = model(*animator.reference_inputs(reference), params, K, w2c)
     (out.image.mean() + out.low_res.mean()).backward()
     try:
-        for name, part in {**model.trainable_parts(), "background": model}.items():
-            tensors = [model.background] if name == "background" else list(part.parameters())
+        for name, part in model.trainable_parts().items():
+            tensors = list(part.parameters())
             total = sum(float(p.grad.abs().sum()) for p in tensors if p.grad is not None)
             assert total > 0, f"no gradient reaches {name}"
         missing = [n for n, p in model.named_parameters() if p.grad is None]
         assert not missing, missing[:5]
     finally:
         model.zero_grad(set_to_none=True)
+
+
+def test_the_backdrop_is_the_source_with_its_head_filled_in(head, animator, inputs):
+    """At initialisation the backdrop's RGB is the source at render resolution outside the head
+    model's grown silhouette, and inpainted inside it; without config.backdrop one learned vector
+    stands behind the cube."""
+    import torch.nn.functional as F
+
+    reference, _ = inputs
+    model = animator.model
+    image, params, K, w2c = animator.reference_inputs(reference)
+    with torch.no_grad():
+        backdrop = model.backdrop(image, params, K, w2c)
+    size = model.config.render_resolution
+    assert backdrop.shape == (1, model.config.feature_channels, size, size)
+    small = F.interpolate(image, size=(size, size), mode="area")
+    changed = (backdrop[:, :3] - small).abs().amax(1) > 1e-6
+    assert 0.05 < float(changed.float().mean()) < 0.8  # the head region only
+    assert not backdrop[:, 3:].any()  # the residual starts at zero
+    plain = TriplaneModel(TriplaneConfig.from_preset("tiny", backdrop=False), head)
+    assert plain.background.shape == (model.config.feature_channels,) and not hasattr(plain, "backdrop_encoder")
+    with torch.no_grad():
+        cache = plain.encode_source(image, params, K, w2c)
+        assert cache.backdrop is None and plain.render(cache, params, K, w2c, coarse=4, fine=0).image.shape == image.shape
 
 
 def test_reenact_is_fast(animator, inputs):
@@ -364,7 +388,7 @@ def test_training_runs_and_resumes_exactly(train_dataset, tmp_path):
     assert (run_dir / "validation" / "step_000004.png").is_file()
     a, b = _weights(run_dir / "checkpoints" / "step_000002"), _weights(run_dir / "checkpoints" / "step_000004")
     for part in ("canonical_encoder.", "lift_features.", "appearance_encoder.", "expression_encoder.", "decoder.",
-                 "super_resolution.", "background"):
+                 "super_resolution.", "backdrop_encoder."):
         assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith(part)), f"{part} did not train"
     loaded = Animator.from_pretrained(run_dir / "checkpoints" / "step_000004" / "ema")
     assert loaded.kind == "onehead-triplane" and loaded.resolution == TRAIN_SIZE

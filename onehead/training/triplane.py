@@ -190,9 +190,10 @@ def triplane_loss(model, batch: dict, generator: torch.Generator | None, weights
     planes = torch.cat([canonical, canonical + expression, full, cache.canonical])  # 3N + B renders at once
     cameras = model.head_cameras(params, w2c)
     source_cameras = model.head_cameras(source_params, source_w2c)
+    backdrop = None if cache.backdrop is None else torch.cat([per_frame.backdrop.repeat(3, 1, 1, 1), cache.backdrop])
     out = model.render_planes(planes, torch.cat([cameras.repeat(3, 1, 1), source_cameras]),
-                              torch.cat([K.repeat(3, 1, 1), source_K]), coarse=coarse, fine=fine, jitter=jitter,
-                              generator=generator)
+                              torch.cat([K.repeat(3, 1, 1), source_K]), backdrop, coarse=coarse, fine=fine,
+                              jitter=jitter, generator=generator)
     n = len(target)
     low = out.low_res
     size = low.shape[-1]
@@ -238,8 +239,8 @@ def stage2_loss(model: Stage2Model, batch: dict, generator: torch.Generator | No
     with torch.no_grad():  # frozen: the encoders and the volume render
         cache = triplane.encode_source(source, source_params, source_K, source_w2c).repeat(frames)
         planes = cache.canonical + cache.appearance + triplane.expression_planes(cache.shape, params)
-        out = triplane.render_planes(planes, triplane.head_cameras(params, w2c), K, coarse=coarse, fine=fine,
-                                     jitter=True, generator=generator)
+        out = triplane.render_planes(planes, triplane.head_cameras(params, w2c), K, cache.backdrop, coarse=coarse,
+                                     fine=fine, jitter=True, generator=generator)
     output = triplane.super_resolution(out.features)
     parts = {"super_resolution": F.l1_loss(output, target)}
     total = weights.super_resolution * parts["super_resolution"]

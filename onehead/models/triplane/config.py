@@ -56,6 +56,9 @@ class TriplaneConfig:
     expression_down: tuple[int, ...] = (32, 64)
     expression_up: tuple[int, ...] = (64, 64)
     decoder_hidden: int = 64  # EG3D's decoder MLP width
+    backdrop: bool = True  # behind the cube: the source picture, its head filled in, encoded (BackdropEncoder);
+    # False: one learned feature vector for every background pixel
+    backdrop_grow: float = 0.06  # the head-model silhouette filled in the backdrop grows by this share of its size
     sr_channels: int = 32  # width of the super-resolution convolutions
 
     def __post_init__(self):

@@ -17,8 +17,14 @@ Branches, each a tri-plane (B, 3, C, R, R) in the head frame; they are SUMMED:
   mask) go through a PlaneEncoder.
 Decoder: EG3D's MLP on triplane_features(reduce="sum") -> density (softplus) and features, whose
 first 3 channels are the low-resolution RGB; volume rendering at the target camera at
-render_resolution (stratified + importance samples), a learned background behind it, then
-SuperResolution to the output resolution.
+render_resolution (stratified + importance samples) over a backdrop, then SuperResolution to the
+output resolution.
+
+Backdrop (config.backdrop; onehead's addition, the paper trains on backgrounds it removes): what
+rays see behind the cube is the source picture at render resolution, a static 2D backdrop, with the
+head model's silhouette at the source camera (grown by backdrop_grow) filled by Telea inpainting
+(OpenCV, no gradient) and encoded by BackdropEncoder. The person's own background stays; hair
+beyond the head model stays where the source had it. Without it, one learned feature vector.
 
 Frames: the tri-planes live in the HEAD FRAME: the world with the head's rigid pose from the
 tracking (global rotation about the root joint, then translation) undone, i.e. the frame where
@@ -51,8 +57,8 @@ from torch import nn
 from onehead.camera import intrinsics, scale_intrinsics
 from onehead.errors import CheckpointError
 from onehead.models.triplane.config import TriplaneConfig
-from onehead.models.triplane.parts import (LiftFeatures, PlaneEncoder, SuperResolution, TriplaneDecoder,
-                                           halvings, splat_triplane)
+from onehead.models.triplane.parts import (BackdropEncoder, LiftFeatures, PlaneEncoder, SuperResolution,
+                                           TriplaneDecoder, halvings, splat_triplane)
 from onehead.render.gbuffers import render_gbuffers
 from onehead.render.rasterize import interpolate, rasterize_mesh
 from onehead.render.volume import camera_rays, render_volume, triplane_features
@@ -68,10 +74,13 @@ class SourceCache:
     canonical: torch.Tensor  # (B, 3, C, R, R)
     appearance: torch.Tensor  # (B, 3, C, R, R)
     shape: torch.Tensor  # (B, S) the head model's shape of the source
+    backdrop: torch.Tensor | None = None  # (B, F, r, r) background features (config.backdrop), else None
 
     def repeat(self, times: int) -> "SourceCache":
         """Each row repeated `times` times (one per frame of its clip)."""
-        return SourceCache(*(t.repeat_interleave(times, 0) for t in (self.canonical, self.appearance, self.shape)))
+        backdrop = None if self.backdrop is None else self.backdrop.repeat_interleave(times, 0)
+        return SourceCache(*(t.repeat_interleave(times, 0) for t in (self.canonical, self.appearance, self.shape)),
+                           backdrop)
 
 
 @dataclass
@@ -104,7 +113,10 @@ class TriplaneModel(nn.Module):
         self.expression_encoder = PlaneEncoder(EXPRESSION_CHANNELS, c.plane_channels, c.expression_down,
                                                c.expression_up, **encoder)
         self.decoder = TriplaneDecoder(c.plane_channels, c.decoder_hidden, c.feature_channels)
-        self.background = nn.Parameter(torch.zeros(c.feature_channels))
+        if c.backdrop:
+            self.backdrop_encoder = BackdropEncoder(c.feature_channels, c.lift_hidden)
+        else:
+            self.background = nn.Parameter(torch.zeros(c.feature_channels))
         self.super_resolution = SuperResolution(c.feature_channels, c.sr_channels,
                                                 halvings(c.resolution, c.render_resolution))
         template = self.head.v_template
@@ -121,12 +133,15 @@ class TriplaneModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.background.device
+        return self.decoder.net[0].weight.device
 
     def trainable_parts(self) -> dict[str, nn.Module]:
-        return {"canonical_encoder": self.canonical_encoder, "lift_features": self.lift_features,
-                "appearance_encoder": self.appearance_encoder, "expression_encoder": self.expression_encoder,
-                "decoder": self.decoder, "super_resolution": self.super_resolution}
+        parts = {"canonical_encoder": self.canonical_encoder, "lift_features": self.lift_features,
+                 "appearance_encoder": self.appearance_encoder, "expression_encoder": self.expression_encoder,
+                 "decoder": self.decoder, "super_resolution": self.super_resolution}
+        if self.config.backdrop:
+            parts["backdrop_encoder"] = self.backdrop_encoder
+        return parts
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Every tensor a model folder stores: the state_dict without the head model (rebuilt on load)."""
@@ -195,7 +210,29 @@ class TriplaneModel(nn.Module):
         image = image.to(self.device)
         canonical = self.canonical_encoder(image * 2 - 1)
         appearance = self.appearance_planes(image, params, K, world_to_cam)
-        return SourceCache(canonical, appearance, params["shape"].to(self.device))
+        backdrop = self.backdrop(image, params, K, world_to_cam) if self.config.backdrop else None
+        return SourceCache(canonical, appearance, params["shape"].to(self.device), backdrop)
+
+    def backdrop(self, image, params, K, world_to_cam) -> torch.Tensor:
+        """(B, F, r, r): the source at render resolution, the head model's grown silhouette filled in
+        (Telea), encoded (module docstring, "Backdrop")."""
+        import cv2
+        import numpy as np
+
+        c, size = self.config, self.config.render_resolution
+        picture = F.interpolate(image, size=(size, size), mode="area") if image.shape[-1] != size else image
+        with torch.no_grad():
+            vertices = self.head(**{k: v.to(self.device) for k, v in params.items()}).vertices
+            K_small = scale_intrinsics(K.to(vertices), (c.resolution, c.resolution), (size, size))
+            mask = rasterize_mesh(vertices, self.head.faces, K_small, world_to_cam.to(vertices), size, size).mask
+            grow = max(1, round(c.backdrop_grow * size))
+            mask = F.max_pool2d(mask.float()[:, None], 2 * grow + 1, stride=1, padding=grow)
+            pixels = (picture.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            holes = (mask[:, 0] > 0).byte().cpu().numpy()
+            filled = np.stack([cv2.inpaint(np.ascontiguousarray(p), h, 3, cv2.INPAINT_TELEA) for p, h in zip(pixels, holes)])
+            filled = torch.from_numpy(filled).to(picture).permute(0, 3, 1, 2) / 255
+        picture = torch.where(mask > 0, filled, picture)
+        return self.backdrop_encoder(picture, mask)
 
     def appearance_planes(self, image, params, K, world_to_cam) -> torch.Tensor:
         """The appearance branch: lift the source pixels the mesh covers, splat, encode."""
@@ -249,17 +286,21 @@ class TriplaneModel(nn.Module):
 
         return evaluate
 
-    def render_planes(self, planes: torch.Tensor, head_cameras: torch.Tensor, K: torch.Tensor, *, coarse: int,
-                      fine: int, jitter: bool = False, generator: torch.Generator | None = None,
-                      chunk: int | None = None) -> TriplaneOutput:
+    def render_planes(self, planes: torch.Tensor, head_cameras: torch.Tensor, K: torch.Tensor,
+                      backdrop: torch.Tensor | None = None, *, coarse: int, fine: int, jitter: bool = False,
+                      generator: torch.Generator | None = None, chunk: int | None = None) -> TriplaneOutput:
         """Volume-render planes (N, 3, C, R, R) by cameras already in the head frame (N, 4, 4), K
-        (N, 3, 3) at the output resolution; the output's `image` is left empty (see super_resolve)."""
+        (N, 3, 3) at the output resolution, over the backdrop (N, F, r, r) (SourceCache.backdrop;
+        None without config.backdrop); the output's `image` is left empty (see super_resolve)."""
         c, size = self.config, self.config.render_resolution
+        if c.backdrop == (backdrop is None):
+            raise ValueError("render_planes: give the source's backdrop exactly when config.backdrop is set")
         K_render = scale_intrinsics(K.to(planes), (c.resolution, c.resolution), (size, size))
         near, far = self.cube_interval(K_render, head_cameras)
         out = render_volume(self.field(planes), K_render, head_cameras, size, size, near, far, coarse=coarse,
                             fine=fine, generator=generator, jitter=jitter, chunk=chunk)
-        features = out.features + (1 - out.opacity) * self.background.view(1, -1, 1, 1)
+        behind = backdrop if backdrop is not None else self.background.view(1, -1, 1, 1)
+        features = out.features + (1 - out.opacity) * behind
         return TriplaneOutput(image=features.new_zeros(0), low_res=features[:, :3], features=features,
                               opacity=out.opacity, depth=out.depth)
 
@@ -289,8 +330,8 @@ class TriplaneModel(nn.Module):
         params = {k: v.to(self.device) for k, v in params.items()}
         planes = cache.canonical + cache.appearance + self.expression_planes(cache.shape, params)
         cameras = self.head_cameras(params, world_to_cam.to(self.device))
-        out = self.render_planes(planes, cameras, K.to(self.device), coarse=coarse, fine=fine, jitter=jitter,
-                                 generator=generator, chunk=chunk)
+        out = self.render_planes(planes, cameras, K.to(self.device), cache.backdrop, coarse=coarse, fine=fine,
+                                 jitter=jitter, generator=generator, chunk=chunk)
         return self.super_resolve(out)
 
     def forward(self, image, source_params, source_K, source_world_to_cam, params, K, world_to_cam,

@@ -5,6 +5,7 @@
     LiftFeatures       the appearance branch's E_p: source image -> per-pixel features
     TriplaneDecoder    EG3D's MLP: summed plane features -> raw density and features
     SuperResolution    render-resolution features -> RGB at the output resolution (PixelShuffle)
+    BackdropEncoder    the source's filled-in picture at render resolution -> background features
     DualDiscriminator  EG3D's dual discrimination for stage 2: (image, its low-resolution version) -> logit
     splat_triplane     points with values -> three planes (bilinear scatter-add, normalised by weight)
 """
@@ -92,6 +93,24 @@ class SuperResolution(nn.Module):
         if self.factor > 1:
             rgb = F.interpolate(rgb, scale_factor=self.factor, mode="bilinear", align_corners=False)
         return (rgb + self.out(x)).clamp(0, 1)
+
+
+class BackdropEncoder(nn.Module):
+    """(B, 3, r, r) picture in [0, 1] and (B, 1, r, r) mask of what was filled in -> background
+    features (B, F, r, r): the picture in the first 3 channels (the RGB the render composites over)
+    plus a residual from two convolutions, zero at initialisation."""
+
+    def __init__(self, feature_channels: int, hidden: int):
+        super().__init__()
+        self.feature_channels = feature_channels
+        self.net = nn.Sequential(nn.Conv2d(4, hidden, 3, padding=1), nn.SiLU(),
+                                 nn.Conv2d(hidden, feature_channels, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, picture: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+        base = F.pad(picture, (0, 0, 0, 0, 0, self.feature_channels - 3))
+        return base + self.net(torch.cat([picture * 2 - 1, filled], 1))
 
 
 class DualDiscriminator(nn.Module):
