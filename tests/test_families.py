@@ -167,3 +167,20 @@ def test_a_given_tracking_of_a_wide_photo_crops_it_like_tracking_does(head):
     np.testing.assert_allclose(given.tracking.landmarks68, tracked.tracking.landmarks68, atol=0.5)
     extent = given.tracking.landmarks68[0].max(0) - given.tracking.landmarks68[0].min(0)
     assert extent.max() > 64 / 2.3 * 0.9  # the face fills the crop's framing, not a squashed sliver
+
+
+def test_model_name_triplane_is_the_embedded_tri_plane_model(head, tmp_path, monkeypatch, capsys):
+    """`--model triplane` (no such path) names the embedded tri-plane folder; an install without one
+    says so in one line (exit code 2)."""
+    import onehead.pipelines.triplane as triplane
+    from onehead.cli import _model_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(triplane, "EMBEDDED_TRIPLANE_DIR", tmp_path / "absent")
+    assert main(["animate", "--reference", "astronaut", "--driving", "carphone", "--model", "triplane",
+                 "--out", str(tmp_path / "a.mp4")]) == 2
+    assert "no embedded tri-plane model" in capsys.readouterr().err
+    _small_triplane(head).save_pretrained(tmp_path / "shipped")
+    monkeypatch.setattr(triplane, "EMBEDDED_TRIPLANE_DIR", tmp_path / "shipped")
+    assert _model_folder("triplane") == str(tmp_path / "shipped") and _model_folder("other") == "other"
+    assert Animator.from_pretrained(_model_folder("triplane")).kind == "onehead-triplane"
