@@ -729,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "without ground truth (identity kept and CSIM against the portrait; mouth r, AED, APD, AKD "
                 "against the driving frames; flicker). ")
     p.add_argument("--data", default=None,
-                   help="dataset folder for self, cross and avatar, or the references of views (frame 0 of each sequence) (onehead synth, datasets/prepare_video.py)")
+                   help="dataset folder for self, cross and avatar, or the references of views (frame 0 of "
+                        "each sequence) (onehead synth, datasets/prepare_video.py)")
     p.add_argument("--task", required=True, choices=("self", "cross", "real", "views", "avatar"),
                    help="self or cross-identity reenactment on --data, real portraits x a driving video, "
                         "views: multi-view consistency (portraits or --data references turned on a yaw sweep, "

@@ -54,7 +54,7 @@ class ViewsOptions:
     command: str = ""
 
 
-def yaw_sweep(tracking, yaws) -> "object":
+def yaw_sweep(tracking, yaws):
     """The reference's one-frame tracking repeated once per yaw (degrees), its head turned about the
     camera's vertical axis: R = C^T R_y(yaw) C R_ref, C the camera rotation. Render it with
     driving_motion(..., camera="driving") at the reference's camera."""
