@@ -279,13 +279,16 @@ def test_an_interrupted_synth_overwrite_leaves_the_old_dataset(tmp_path, sig):
     assert main(_synth(data)) == 0
     before = _snapshot(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "onehead.cli", "synth", str(data), "--overwrite", "--quiet",
-                             "--identities", "8", "--sequences", "4", "--frames", "48", "--size", "64"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--identities", "4", "--sequences", "4", "--frames", "24", "--size", "64"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a run started in the background by a shell inherits SIGINT ignored; a user's
+                            # Ctrl-C reaches a foreground run, so the child gets the default disposition
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".data.") for p in tmp_path.iterdir()):  # the new dataset has begun
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
-    time.sleep(0.2)  # the job takes many seconds: the signal lands while it writes
+    time.sleep(0.5)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
