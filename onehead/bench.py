@@ -541,7 +541,7 @@ def report_triplane(size: int | None = None, frames: int | None = None) -> dict:
     print(f"onehead bench triplane  ({r['machine']})")
     print(f"  {r['model']} tri-plane Animator at {r['resolution']}x{r['resolution']} (volume rendering at "
           f"{r['render_resolution']}x{r['render_resolution']}, {r['samples']} samples per ray), {r['frames']} frames:")
-    print(f"    source encoding (canonical + appearance planes, once per clip)   {r['encode_ms_per_clip']:8.1f} ms")
+    print(f"    source encoding (canonical, appearance planes, backdrop; once per clip)  {r['encode_ms_per_clip']:8.1f} ms")
     print(f"    per frame: expression planes, volume rendering, super-resolution  {r['render_ms_per_frame']:8.1f} ms")
     print(f"    whole clip per frame (encoding included)  {r['seconds_per_frame']:.3f} s ({r['frames_per_s']:.1f} frames/s)")
     return r
