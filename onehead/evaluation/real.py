@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from onehead.errors import ConfigError, MediaReadError, MetricUnavailable, NoFaceError
 from onehead.evaluation.methods import Method
+from onehead.evaluation.run import nan_mean, resize_frames
 from onehead.machine import machine_info
 from onehead.metrics import motion as motion_metrics
 from onehead.metrics.identity import DLIB_THRESHOLD, identity_kept
@@ -79,7 +79,7 @@ class RealOptions:
 
 
 @dataclass
-class _Portrait:
+class Portrait:
     name: str
     source: str
     image: np.ndarray  # (H, W, 3) uint8
@@ -94,7 +94,7 @@ class _Record:
 
 
 # ----------------------------------------------------------------------------- inputs
-def load_references(references) -> list[_Portrait]:
+def load_references(references) -> list[Portrait]:
     """Sample names or image files -> portraits named after the sample or the file's stem
     (numbered when two share a name)."""
     from onehead.data.images import load_image
@@ -104,10 +104,10 @@ def load_references(references) -> list[_Portrait]:
     for source in references:
         source = str(source)
         if source in SAMPLE_IMAGES and not Path(source).exists():
-            out.append(_Portrait(source, f"sample:{source}", sample_image(source)))
+            out.append(Portrait(source, f"sample:{source}", sample_image(source)))
         elif Path(source).expanduser().is_file():
             path = Path(source).expanduser()
-            out.append(_Portrait(path.stem, str(path.resolve()), load_image(path)))
+            out.append(Portrait(path.stem, str(path.resolve()), load_image(path)))
         else:
             raise MediaReadError(f"--references {source}: not an image file nor a sample "
                                  f"({', '.join(SAMPLE_IMAGES)})")
@@ -196,7 +196,7 @@ def evaluate_real(methods: list[Method], options: RealOptions) -> dict:
             record = records[method.name]
             record.seconds += time.perf_counter() - start
             record.frames += len(frames)
-            frames = _resize(frames, size)
+            frames = resize_frames(frames, size)
             outputs[method.name] = frames
             values, clip = _scores(frames, still, anchor, embedder, metric_head, driving_metric, driving_scale,
                                    count, options)
@@ -219,7 +219,7 @@ def number_duplicates(methods: list[Method]) -> None:
             method.name = f"{name}#{names[:i].count(name) + 1}"
 
 
-def cached_reference(cache: dict, portrait: _Portrait, head, resolution: int, size: int):
+def cached_reference(cache: dict, portrait: Portrait, head, resolution: int, size: int):
     """The reference tracked and cropped once per head at the evaluation size; other resolutions
     are that crop resized (the same framing for every method)."""
     import cv2
@@ -299,12 +299,6 @@ def _scores(frames, still, anchor: _Anchor, embedder, metric_head, driving, driv
     return values, clip
 
 
-def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
-    from onehead.evaluation.run import _resize as resize
-
-    return resize(frames, size)
-
-
 # ----------------------------------------------------------------------------- the report
 def _report(methods, records, portraits, path, driving_name, driving_frames, fps, lost_driving, size, missing,
             tracking_seconds, options: RealOptions) -> dict:
@@ -352,7 +346,7 @@ def _report(methods, records, portraits, path, driving_name, driving_frames, fps
 
 
 def _summary(values: dict, clip: dict) -> dict:
-    mean = {k: _mean(v) for k, v in values.items()}
+    mean = {k: nan_mean(v) for k, v in values.items()}
     if "mouth_r" in clip:
         mean["mouth_r"] = None if clip["mouth_r"] is None else round(clip["mouth_r"], 5)
     failures = {k: int(np.isnan(v).sum()) for k, v in values.items() if k in FACE_KEYS}
@@ -368,7 +362,7 @@ def _mean_summary(record: _Record) -> dict:
     """Means over every frame of every reference (each reference has the same frames, so this is
     the mean of the per-reference means); mouth r: the mean of the per-reference r."""
     keys = dict.fromkeys(k for v in record.values.values() for k in v)
-    mean = {k: _mean(np.concatenate([v[k] for v in record.values.values() if k in v])) for k in keys}
+    mean = {k: nan_mean(np.concatenate([v[k] for v in record.values.values() if k in v])) for k in keys}
     rs = [c["mouth_r"] for c in record.clip.values() if c.get("mouth_r") is not None]
     if any("mouth_r" in c for c in record.clip.values()):
         mean["mouth_r"] = round(float(np.mean(rs)), 5) if rs else None
@@ -381,11 +375,6 @@ def _failures(record: _Record) -> dict:
         for key, value in _summary(record.values[name], record.clip[name])["failures"].items():
             out[key] = out.get(key, 0) + value
     return out
-
-
-def _mean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return round(float(values.mean()), 5) if len(values) else None
 
 
 def _sha(data: bytes) -> str:

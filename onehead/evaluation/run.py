@@ -120,7 +120,7 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
             motion = driving_motion(driving_tracking, ref, method.head, resolution, camera=item.camera)
             frames = method.run(ref, motion).float()
             scores[method.name].seconds += time.perf_counter() - start
-            frames = _resize(frames, size)
+            frames = resize_frames(frames, size)
             outputs[method.name] = frames
             values = _frame_scores(frames, target, mask, item, truth_tracking, metric_head, size,
                                    lpips_model, csim_embedder, options, unseen)
@@ -168,7 +168,7 @@ def _frame_scores(frames, target, mask, item: Item, truth_tracking, metric_head,
         if target is not None:
             anchors = csim_embedder.embed(frames_to_uint8(target))
         else:
-            reference = _resize(_tensor(item.reference_image), size)
+            reference = resize_frames(_tensor(item.reference_image), size)
             anchors = np.repeat(csim_embedder.embed(frames_to_uint8(reference)), len(frames), 0)
         embeddings = csim_embedder.embed(pixels)
         values["csim"] = _cosine(embeddings, anchors)
@@ -222,7 +222,8 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
     return torch.tensor(image).permute(2, 0, 1)[None].float() / 255
 
 
-def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, 3, H, W) frames resized to (size, size) (bilinear, antialiased), clamped to [0, 1]."""
     if tuple(frames.shape[-2:]) == (size, size):
         return frames
     return F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
@@ -270,15 +271,16 @@ def _report(data, items, size, methods, scores, missing, options: EvalOptions) -
             "resolution": method.resolution or size,
             "seconds": round(record.seconds, 3),
             "seconds_per_frame": round(record.seconds / max(1, record.frames), 5),
-            "mean": {k: _mean(v) for k, v in per_frame.items()},
+            "mean": {k: nan_mean(v) for k, v in per_frame.items()},
             "failures": {k: int(np.isnan(v).sum()) for k, v in per_frame.items() if k in FACE_KEYS},
-            "per_sequence": {name: {k: _mean(v[sequences == name]) for k, v in per_frame.items()}
+            "per_sequence": {name: {k: nan_mean(v[sequences == name]) for k, v in per_frame.items()}
                              for name in dict.fromkeys(record.sequences)},
         }
     return report
 
 
-def _mean(values: np.ndarray) -> float | None:
+def nan_mean(values: np.ndarray) -> float | None:
+    """The mean of the values that are not NaN, to 5 decimals; None when every value is NaN."""
     values = values[~np.isnan(values)]
     return round(float(values.mean()), 5) if len(values) else None
 
@@ -333,7 +335,7 @@ def write_report(report: dict, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- the grid video
 def _grid_rows(item: Item, size: int, truth: np.ndarray, outputs: dict) -> np.ndarray:
     """(T, size, size * (2 + methods), 3) uint8: reference | target or driving | each method."""
-    reference = _resize(_tensor(item.reference_image), size)
+    reference = resize_frames(_tensor(item.reference_image), size)
     reference = np.repeat(frames_to_uint8(reference), len(truth), 0)
     return np.concatenate([reference, truth] + [frames_to_uint8(f) for f in outputs.values()], axis=2)
 

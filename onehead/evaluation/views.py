@@ -18,8 +18,8 @@ from scipy.spatial.transform import Rotation
 
 from onehead.errors import ConfigError, MediaReadError, NoFaceError
 from onehead.evaluation.methods import Method
-from onehead.evaluation.real import (_Portrait, _resize, cached_reference, face_embedder, load_references,
-                                     number_duplicates)
+from onehead.evaluation.real import Portrait, cached_reference, face_embedder, load_references, number_duplicates
+from onehead.evaluation.run import nan_mean, resize_frames
 from onehead.machine import machine_info
 from onehead.metrics import motion as motion_metrics
 from onehead.metrics.identity import DLIB_THRESHOLD, identity_kept
@@ -127,7 +127,7 @@ def evaluate_views(methods: list[Method], options: ViewsOptions) -> dict:
             ref = cached_reference(cache, portrait, method.head, resolution, size)
             start = time.perf_counter()
             motion = driving_motion(yaw_sweep(ref.tracking, yaws), ref, method.head, resolution, camera="driving")
-            frames = _resize(method.run(ref, motion).float(), size)
+            frames = resize_frames(method.run(ref, motion).float(), size)
             seconds[method.name] += time.perf_counter() - start
             outputs[method.name] = frames
             values[method.name][portrait.name] = _scores(frames, anchor, anchor_embedding, embedder, metric_head, yaws)
@@ -142,7 +142,7 @@ def evaluate_views(methods: list[Method], options: ViewsOptions) -> dict:
     return report
 
 
-def dataset_portraits(root) -> list[_Portrait]:
+def dataset_portraits(root) -> list[Portrait]:
     """Frame 0 of the first view of every sequence under a dataset folder (not the ground-truth
     sequences of cross pairs: those show a reference identity again)."""
     from pathlib import Path
@@ -157,7 +157,7 @@ def dataset_portraits(root) -> list[_Portrait]:
             continue
         sequence = open_sequence(directory)
         view_name, view = next(iter(sequence.views.items()))
-        portraits.append(_Portrait(sequence.name, f"{directory}/{view_name}#0", view.frame(0)))
+        portraits.append(Portrait(sequence.name, f"{directory}/{view_name}#0", view.frame(0)))
     if not portraits:
         raise MediaReadError(f"{root}: no sequences to take references from")
     return portraits
@@ -204,16 +204,10 @@ def _report(methods, values, seconds, portraits, yaws, size, missing, options: V
             "resolution": method.resolution or size,
             "seconds": round(seconds[method.name], 3),
             "seconds_per_frame": round(seconds[method.name] / max(1, frames), 5),
-            "mean": {k: _mean(v) for k, v in stacked.items()},
-            "failures": {"no_face": int(frames - np.sum(stacked["tracked"]))} if "tracked" in stacked else {},
-            "per_sequence": {f"yaw {yaw:+.0f}°": {k: _mean(v[:, i]) for k, v in stacked.items()}
+            "mean": {k: nan_mean(v) for k, v in stacked.items()},
+            "failures": {"no_face": int(frames - np.sum(stacked["tracked"]))},
+            "per_sequence": {f"yaw {yaw:+.0f}°": {k: nan_mean(v[:, i]) for k, v in stacked.items()}
                              for i, yaw in enumerate(yaws)},
-            "per_reference": {name: {k: _mean(v) for k, v in metrics.items()} for name, metrics in per_portrait.items()},
+            "per_reference": {name: {k: nan_mean(v) for k, v in metrics.items()} for name, metrics in per_portrait.items()},
         }
     return report
-
-
-def _mean(values: np.ndarray) -> float | None:
-    values = np.asarray(values, np.float64)
-    values = values[~np.isnan(values)]
-    return round(float(values.mean()), 5) if len(values) else None

@@ -263,9 +263,7 @@ def stage2_loss(model: Stage2Model, batch: dict, generator: torch.Generator | No
         gradient, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
         parts["r1"] = gradient.square().flatten(1).sum(1).mean()
         total = total + weights.r1 / 2 * parts["r1"]
-    images = {"full": out.low_res, "output": output, "real_logit": real_logits.detach(),
-              "fake_logit": fake_logits.detach()}
-    return LossParts(total, parts, images)
+    return LossParts(total, parts, {"full": out.low_res, "output": output})
 
 
 class TriplaneFamily:
