@@ -399,7 +399,7 @@ def test_config_overrides_and_errors(dataset_dir, tmp_path):
         load_config(str(path), ["model.kind=nonsense"])
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "tiny_stage2.yaml", "base.yaml", "base_stage2.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "tiny_stage2.yaml", "base.yaml", "base_stage2.yaml", "small.yaml"])
 def test_shipped_configs_parse(name):
     raw = yaml.safe_load((ROOT / "training" / "configs" / name).read_text())
     config = ExperimentConfig.from_dict(raw, name)

@@ -67,6 +67,26 @@ def test_the_correction_is_added_to_the_warp(head, pair):
     assert frames.min() >= 0 and frames.max() <= 1
 
 
+def test_correction_blur_keeps_the_low_frequencies_of_the_correction(head, pair):
+    """correction_blur: the frames are the warp plus the blurred correction of the same model."""
+    from onehead.render.warp import gaussian_blur
+
+    animator = _correcting(head, correction_margin=1.0, mouth_interior=False)
+    with torch.no_grad():
+        animator.model.denoising_unet.conv_out.weight.normal_(0, 0.02)
+        animator.model.warp_encoder.weight.normal_(0, 0.02)
+    reference, motion = pair
+    sharp = animator.reenact(reference, motion).frames
+    blurred = animator.reenact(reference, motion, correction_blur=2.0).frames
+    ref = animator.reference_inputs(reference)
+    base = animator.model.warp_base(ref, *animator.motion_inputs(motion)).image
+    torch.testing.assert_close(blurred, (base + gaussian_blur(sharp - base, 2.0)).clamp(0, 1), atol=1e-5, rtol=0)
+    high = lambda x: (x - gaussian_blur(x, 2.0))[..., 8:-8, 8:-8].abs().mean()  # noqa: E731
+    assert high(blurred - base) < 0.5 * high(sharp - base)
+    with pytest.raises(ValueError, match="correction_blur"):
+        InferenceSettings(correction_blur=-1)
+
+
 def test_denoise_and_sample_need_the_warp(head, pair):
     animator = _correcting(head)
     model = animator.model

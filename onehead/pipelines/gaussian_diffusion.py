@@ -32,6 +32,7 @@ from onehead.models.gaussian_diffusion import (
 from onehead.models.gaussian_diffusion.config import PRESETS
 from onehead.pipelines.one_shot import Animator, Reenactment
 from onehead.pipelines.sampler import initial_latents, sample_windows
+from onehead.render.warp import gaussian_blur
 
 CONFIG_FILE = "animator.json"
 FORMAT = 2  # animator.json holds {"model": architecture, "inference": settings}; format 1 was one flat dict
@@ -104,6 +105,9 @@ class GaussianDiffusionAnimator(Animator):
         base = (self.model.warp_base(ref, params, K, w2c, mouth_interior=run.mouth_interior)
                 if self.model.config.correct_warp else None)
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
+        if base is not None and run.correction_blur > 0:  # the correction's low frequencies only
+            warp = base.image.to(frames)
+            frames = (warp + gaussian_blur(frames - warp, run.correction_blur)).clamp(0, 1)
         if base is not None and run.correction_margin < 1:  # the correction on the head, the warp elsewhere
             on_head = grown_region([base.reference_covered, base.covered], run.correction_margin).to(frames)
             frames = on_head * frames + (1 - on_head) * base.image.to(frames)

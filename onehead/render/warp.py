@@ -250,6 +250,11 @@ def _fill_smooth(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return out
 
 
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Images (N, C, H, W) blurred by a Gaussian of `sigma` pixels (separable, zero padding)."""
+    return _blur(images, _gaussian(sigma, images.device))
+
+
 def _gaussian(sigma: float, device) -> torch.Tensor:
     radius = int(3 * sigma + 0.5)
     x = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
