@@ -1,7 +1,6 @@
 """The training loss of the Gaussian-embedding diffusion family (paper 003): v-prediction MSE.
 
-For a correct_warp model the clean latent is the target's minus the filled mesh warp's; with
-loss_on_head the MSE counts only the latent cells the head masks touch (head_cells)."""
+For a correct_warp model the clean latent is the target's minus the filled mesh warp's."""
 
 from __future__ import annotations
 
@@ -36,18 +35,4 @@ def gaussian_diffusion_loss(model, batch: dict, generator: torch.Generator | Non
     context = model.context(batch["domain"])
     model.run_reference(reference_latents, context)
     prediction = model.denoise(noisy, timesteps, context.repeat_interleave(frames, 0), control, warp)
-    if base is None or not model.config.loss_on_head:
-        return F.mse_loss(prediction.float(), velocity.float())
-    cells = head_cells(base, model.codec.factor).to(prediction)
-    squared = (prediction.float() - velocity.float()) ** 2 * cells
-    return squared.sum() / (cells.sum() * squared.shape[1]).clamp(min=1)
-
-
-def head_cells(base, factor: int) -> torch.Tensor:
-    """(N, 1, h, w) 1 on the latent cells that any pixel of the head region touches: both head masks
-    of the warp (the reference's and the target's), grown by a pixel, as inference keeps the
-    correction (GaussianDiffusionAnimator with correction_margin 0)."""
-    from onehead.pipelines.reenactment import grown_region
-
-    region = grown_region([base.reference_covered, base.covered], 0.0)
-    return (F.max_pool2d(region, factor) > 0).float()
+    return F.mse_loss(prediction.float(), velocity.float())

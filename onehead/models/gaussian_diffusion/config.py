@@ -54,9 +54,6 @@ class GaussianDiffusionConfig:
     # filled mesh warp of the reference (onehead.render.warp.fill_warp) in latent space, and the
     # UNet sees that warp (a zero correction is exactly the mesh warp)
     control_resolution: int | None = None  # size of the splatted control maps (None: resolution)
-    loss_on_head: bool = False  # correct_warp models: the training loss counts only the latent cells
-    # of the head masks, where inference keeps the correction (a real video's moving backdrop would
-    # otherwise teach a correction that is never used)
 
     def __post_init__(self):
         positive = {"resolution": self.resolution, "uv_resolution": self.uv_resolution,
