@@ -13,7 +13,7 @@ from onehead.camera import intrinsics, project
 from onehead.data.datasets import ReenactmentDataset
 from onehead.data.prepare import crop_affine, crop_boxes, crop_tracking
 from onehead.pipelines.prepare_video import prepare_video
-from onehead.data.sequence import SequenceMeta, open_sequence, read_meta, select_frames, write_view
+from onehead.data.sequence import SequenceMeta, copy_frames, open_sequence, read_meta, write_view
 from onehead.data.tracking_file import Tracking
 from onehead.errors import MediaReadError
 
@@ -58,12 +58,12 @@ def test_sequence_round_trip(tmp_path):
     np.testing.assert_array_equal(seq.views["cam00"].tracking.shape, _tracking(4, seed=0).shape)
 
 
-def test_select_frames_copies_a_range_and_leaves_the_source(tmp_path):
+def test_copy_frames_copies_a_range_and_leaves_the_source(tmp_path):
     images = _write_sequence(tmp_path / "seq", frames=6, views=("cam00", "cam01"), domain="real")
     before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "seq").rglob("*"))
-    select_frames(tmp_path / "seq", tmp_path / "part", 2, 5)
+    copy_frames(tmp_path / "seq", tmp_path / "part", 2, 5)
     part, whole = open_sequence(tmp_path / "part"), open_sequence(tmp_path / "seq")
-    assert part.meta.num_frames == 3 and part.meta.domain == "real" and part.meta.extra["selected_frames"] == [2, 5]
+    assert part.meta.num_frames == 3 and part.meta.domain == "real" and part.meta.extra["copied_frames"] == [2, 5]
     for name, view in part.views.items():
         assert view.num_frames == 3
         np.testing.assert_array_equal(view.frame(0), images[name][2])
@@ -72,9 +72,9 @@ def test_select_frames_copies_a_range_and_leaves_the_source(tmp_path):
         np.testing.assert_array_equal(view.tracking.shape, whole.views[name].tracking.shape)
     assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "seq").rglob("*")) == before
     with pytest.raises(MediaReadError, match="already exists"):
-        select_frames(tmp_path / "seq", tmp_path / "seq", 0, 2)
+        copy_frames(tmp_path / "seq", tmp_path / "seq", 0, 2)
     with pytest.raises(MediaReadError, match="not a non-empty range of its 6 frames"):
-        select_frames(tmp_path / "seq", tmp_path / "bad", 4, 9)
+        copy_frames(tmp_path / "seq", tmp_path / "bad", 4, 9)
 
 
 def test_tracking_and_meta_writes_are_atomic(tmp_path, monkeypatch):

@@ -187,7 +187,7 @@ def write_view(sequence_dir: str | os.PathLike, view: str, frames: np.ndarray, t
     return view_dir
 
 
-def select_frames(source: str | os.PathLike, out: str | os.PathLike, start: int, stop: int) -> Path:
+def copy_frames(source: str | os.PathLike, out: str | os.PathLike, start: int, stop: int) -> Path:
     """A new sequence folder `out` holding frames [start, stop) of the sequence `source` (every view,
     its masks and tracking), e.g. to hold out part of a video: the training half and the evaluation
     half of one clip. `out` must not exist yet; the source is only read. Returns `out`."""
@@ -203,7 +203,7 @@ def select_frames(source: str | os.PathLike, out: str | os.PathLike, start: int,
         masks = None if view.mask_files is None else np.stack([view.mask(t) for t in range(start, stop)])
         write_view(out, view.name, frames, view.tracking.select(slice(start, stop)), masks,
                    video=view.frame_files is None)
-    extra = {**sequence.meta.extra, "selected_from": str(Path(source).resolve()), "selected_frames": [start, stop]}
+    extra = {**sequence.meta.extra, "copied_from": str(Path(source).resolve()), "copied_frames": [start, stop]}
     SequenceMeta(**{**asdict(sequence.meta), "size": tuple(sequence.meta.size), "num_frames": stop - start,
                     "extra": extra}).save(out)
     return out

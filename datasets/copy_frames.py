@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Copy a range of frames of a prepared sequence into a new sequence folder (see datasets/README.md).
 
-    python datasets/select_frames.py SOURCE OUT --frames START:STOP
+    python datasets/copy_frames.py SOURCE OUT --frames START:STOP
 
 For example, hold out the first half of the sample clip and train on the second:
 
-    python datasets/select_frames.py out/data/carphone/carphone out/data/carphone_train/carphone --frames 60:120
-    python datasets/select_frames.py out/data/carphone/carphone out/data/carphone_test/carphone --frames 0:60
+    python datasets/copy_frames.py out/data/carphone/carphone out/data/carphone_train/carphone --frames 60:120
+    python datasets/copy_frames.py out/data/carphone/carphone out/data/carphone_test/carphone --frames 0:60
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ def main(argv=None) -> int:
     except ValueError:
         parser.error(f"--frames {args.frames!r}: use START:STOP, e.g. 60:120")
 
-    from onehead.data.sequence import select_frames
+    from onehead.data.sequence import copy_frames
 
     try:
-        out = select_frames(args.source, args.out, start, stop)
+        out = copy_frames(args.source, args.out, start, stop)
     except OneheadError as exc:
-        print(f"select_frames: {exc}", file=sys.stderr)
+        print(f"copy_frames: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0
