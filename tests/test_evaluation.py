@@ -85,6 +85,29 @@ def test_tasks_pick_the_right_frames(tiny_set):
         (tiny_set / "pairs.bak").rename(tiny_set / "pairs.json")
 
 
+def test_a_real_reference_frame_brings_its_person_mask(head, tiny_set, tmp_path):
+    """A real sequence's mask is the person's matte: the reference gets it as its foreground (so a
+    model may carry the hair); a synthetic frame's mask is render coverage and is not used."""
+    import json
+
+    from onehead.data.sequence import copy_frames, open_sequence
+    from onehead.evaluation.tasks import evaluation_items
+    from onehead.pipelines.reenactment import prepare_reference
+
+    assert all(i.reference_foreground is None for i in evaluation_items(tiny_set, "self"))
+    real = copy_frames(tiny_set / "id000_s00", tmp_path / "real" / "clip", 0, 3)
+    meta = json.loads((real / "meta.json").read_text())
+    (real / "meta.json").write_text(json.dumps({**meta, "domain": "real"}))
+    item = evaluation_items(tmp_path / "real", "self")[0]
+    mask = open_sequence(real).views["cam00"].mask(0)
+    np.testing.assert_array_equal(item.reference_foreground, mask)
+    reference = prepare_reference(item.reference_image, head, 32, item.reference.tracking,
+                                  foreground=item.reference_foreground)
+    assert reference.foreground.shape == (32, 32) and reference.image.shape == (32, 32, 3)
+    assert abs(float(reference.foreground.mean()) - float(mask.mean())) < 0.05
+    assert prepare_reference(item.reference_image, head, 32, item.reference.tracking).foreground is None
+
+
 def test_eval_end_to_end_reports_models_and_baselines(head, tiny_set, tmp_path, capsys):
     from onehead.data.sequence import open_sequence, read_pairs
     from onehead.metrics.image import psnr

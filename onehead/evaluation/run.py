@@ -116,7 +116,8 @@ def evaluate(data: str | Path, methods: list[Method], options: EvalOptions) -> d
         for method in methods:
             resolution = method.resolution or size
             start = time.perf_counter()
-            ref = prepare_reference(item.reference_image, method.head, resolution, item.reference.tracking)
+            ref = prepare_reference(item.reference_image, method.head, resolution, item.reference.tracking,
+                                    foreground=item.reference_foreground)
             motion = driving_motion(driving_tracking, ref, method.head, resolution, camera=item.camera)
             frames = method.run(ref, motion).float()
             scores[method.name].seconds += time.perf_counter() - start

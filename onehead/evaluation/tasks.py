@@ -35,10 +35,18 @@ class Item:
     frames: list[int]  # the driving (and target) frames to render
     target: View | None  # ground truth, or None
     camera: str | None  # "driving" or None (see onehead.pipelines.reenactment.driving_motion)
+    real_reference: bool = False  # the reference is a real video's frame: its mask is the person's
 
     @property
     def reference_image(self):
         return self.reference.frame(0)
+
+    @property
+    def reference_foreground(self):
+        """The person mask of a real reference frame (datasets/prepare_video.py mattes it with the
+        selfie segmentation a photo's Reference.foreground comes from); None for synthetic frames,
+        whose masks are render coverage, or without masks."""
+        return self.reference.mask(0) if self.real_reference else None
 
 
 def evaluation_items(root: str | Path, task: str, trained_on: dict | None = None,
@@ -66,7 +74,8 @@ def _self_items(root: Path) -> list[Item]:
         for name, view in sequence.views.items():
             if view.num_frames < 2:
                 continue
-            items.append(Item(sequence.name, name, view, view, list(range(1, view.num_frames)), view, "driving"))
+            items.append(Item(sequence.name, name, view, view, list(range(1, view.num_frames)), view, "driving",
+                              real_reference=sequence.meta.domain == "real"))
     return items
 
 
@@ -90,11 +99,13 @@ def _cross_items(root: Path) -> list[Item]:
                 if name not in driving.views:
                     raise MediaReadError(f"{target_dir}: view {name} is not in the driving sequence {driving.name}")
                 items.append(Item(target.name, name, ref_view, driving.views[name],
-                                  list(range(view.num_frames)), view, "driving"))
+                                  list(range(view.num_frames)), view, "driving",
+                                  real_reference=reference.meta.domain == "real"))
         else:
             for name, view in driving.views.items():
                 items.append(Item(f"{reference.name}_by_{driving.name}", name, ref_view, view,
-                                  list(range(view.num_frames)), None, None))
+                                  list(range(view.num_frames)), None, None,
+                                  real_reference=reference.meta.domain == "real"))
     return items
 
 

@@ -37,9 +37,12 @@ class Motion:
     frames: np.ndarray | None  # the driving video's frames (T, H, W, 3), when it was a video
 
 
-def prepare_reference(reference, head, size: int, reference_tracking=None, progress: bool = False) -> Reference:
+def prepare_reference(reference, head, size: int, reference_tracking=None, progress: bool = False,
+                      foreground: np.ndarray | None = None) -> Reference:
     """Track (or take the given tracking of) a reference portrait and crop it to `size`. With a
-    tracking, a square image is taken as already framed (onehead's data) and only resized."""
+    tracking, a square image is taken as already framed (onehead's data) and only resized.
+    foreground: the person mask (H, W) in [0, 1] of the image when it is known (a real sequence's
+    mask), framed with it; otherwise a photo's is segmented and onehead's frames have none."""
     import cv2
 
     from onehead.data.prepare import crop_affine, crop_boxes, crop_tracking
@@ -54,9 +57,12 @@ def prepare_reference(reference, head, size: int, reference_tracking=None, progr
             raise ConfigError(f"the reference tracking is for {tracked} images, "
                               f"the reference is {(h, w)}")
         if h == w:  # a frame in onehead's framing (onehead synth, prepare_video): resize only
-            resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < h else cv2.INTER_CUBIC)
+            interpolation = cv2.INTER_AREA if size < h else cv2.INTER_CUBIC
+            resized = cv2.resize(image, (size, size), interpolation=interpolation)
             K = scale_intrinsics(torch.as_tensor(tracking.K), (h, w), (size, size)).numpy()
-            return Reference(resized, replace(tracking, K=K, image_size=np.array([size, size])))
+            mask = None if foreground is None else np.clip(cv2.resize(np.asarray(foreground, np.float32), (size, size),
+                                                                      interpolation=interpolation), 0, 1)
+            return Reference(resized, replace(tracking, K=K, image_size=np.array([size, size])), mask)
         # any other photo: cropped around its tracked face, as when onehead tracks it
     else:
         tracking = track_image(image, head, TrackOptions(progress=progress), name=_name(reference))
@@ -64,7 +70,10 @@ def prepare_reference(reference, head, size: int, reference_tracking=None, progr
     affine = crop_affine(box, size)
     crop = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_AREA if affine[0, 0] < 1 else cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_REPLICATE)
-    return Reference(crop, crop_tracking(tracking, affine[None], size), person_mask(crop))
+    mask = (person_mask(crop) if foreground is None else
+            np.clip(cv2.warpAffine(np.asarray(foreground, np.float32), affine, (size, size), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE), 0, 1))
+    return Reference(crop, crop_tracking(tracking, affine[None], size), mask)
 
 
 def moving_foreground(reference: Reference, fade: float = 0.1) -> np.ndarray | None:
