@@ -167,6 +167,13 @@ def test_a_given_tracking_of_a_wide_photo_crops_it_like_tracking_does(head):
     np.testing.assert_allclose(given.tracking.landmarks68, tracked.tracking.landmarks68, atol=0.5)
     extent = given.tracking.landmarks68[0].max(0) - given.tracking.landmarks68[0].min(0)
     assert extent.max() > 64 / 2.3 * 0.9  # the face fills the crop's framing, not a squashed sliver
+    # a known person mask of the photo is framed with it (here a blurred channel of the photo itself)
+    import cv2
+
+    known = cv2.GaussianBlur(wide[..., 1].astype(np.float32) / 255, (0, 0), 8)
+    masked = prepare_reference(wide, head, 64, tracking, foreground=known)
+    own = cv2.GaussianBlur(masked.image[..., 1].astype(np.float32) / 255, (0, 0), 1)
+    assert masked.foreground.shape == (64, 64) and np.abs(masked.foreground - own).mean() < 0.08  # flipped: 0.26
 
 
 def test_model_name_triplane_is_the_embedded_tri_plane_model(head, tmp_path, monkeypatch, capsys):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -204,8 +204,7 @@ def copy_frames(source: str | os.PathLike, out: str | os.PathLike, start: int, s
         write_view(out, view.name, frames, view.tracking.select(slice(start, stop)), masks,
                    video=view.frame_files is None)
     extra = {**sequence.meta.extra, "copied_from": str(Path(source).resolve()), "copied_frames": [start, stop]}
-    SequenceMeta(**{**asdict(sequence.meta), "size": tuple(sequence.meta.size), "num_frames": stop - start,
-                    "extra": extra}).save(out)
+    replace(sequence.meta, num_frames=stop - start, extra=extra).save(out)
     return out
 
 

@@ -105,12 +105,13 @@ class GaussianDiffusionAnimator(Animator):
         base = (self.model.warp_base(ref, params, K, w2c, mouth_interior=run.mouth_interior)
                 if self.model.config.correct_warp else None)
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
-        if base is not None and run.correction_blur > 0:  # the correction's low frequencies only
+        if base is not None:
             warp = base.image.to(frames)
-            frames = (warp + gaussian_blur(frames - warp, run.correction_blur)).clamp(0, 1)
-        if base is not None and run.correction_margin < 1:  # the correction on the head, the warp elsewhere
-            on_head = grown_region([base.reference_covered, base.covered], run.correction_margin).to(frames)
-            frames = on_head * frames + (1 - on_head) * base.image.to(frames)
+            if run.correction_blur > 0:  # the correction's low frequencies only
+                frames = (warp + gaussian_blur(frames - warp, run.correction_blur)).clamp(0, 1)
+            if run.correction_margin < 1:  # the correction on the head, the warp elsewhere
+                on_head = grown_region([base.reference_covered, base.covered], run.correction_margin).to(frames)
+                frames = on_head * frames + (1 - on_head) * warp
         if run.background == "reference":
             region = self.background_region(reference, motion, base, run.background_margin)
             frames = paste_back(frames, ref.image[0], region.to(frames.device))
