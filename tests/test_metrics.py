@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from skimage.metrics import structural_similarity
 
@@ -32,3 +34,21 @@ def test_ssim_is_one_for_identical_images_and_matches_scikit_image():
                                           data_range=1.0, channel_axis=2)
         assert abs(float(ours[i]) - reference) < 1e-5
     assert float(ours.max()) < 0.99
+
+
+# ----------------------------------------------------------------------------- flicker against truth
+def test_change_error_is_zero_for_a_constant_offset_and_counts_only_the_region():
+    from onehead.metrics.temporal import change_error
+
+    target = torch.rand(4, 3, 8, 8) * 0.5
+    assert change_error(target + 0.2, target).abs().max() < 1e-4  # wrong in every frame, but steady
+    frames = target.clone()
+    frames[2, :, :4] += 10 / 255  # a flash in frame 2, top half: transitions 1->2 and 2->3 are wrong by 10
+    np.testing.assert_allclose(change_error(frames, target).numpy(), [0.0, 5.0, 5.0], atol=1e-4)
+    region = torch.zeros(4, 1, 8, 8)
+    region[1:3, :, :4] = 1  # the top half of frames 1 and 2: every transition touching them counts those pixels
+    np.testing.assert_allclose(change_error(frames, target, region).numpy(), [0.0, 10.0, 10.0], atol=1e-4)
+    region[:] = 0
+    assert torch.isnan(change_error(frames, target, region)).all()
+    with pytest.raises(ValueError):
+        change_error(frames[:1], target[:1])

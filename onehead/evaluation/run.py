@@ -49,9 +49,10 @@ METRICS = {
            "(or the driving frames without ground truth)",
     "apd": "mean L1 of the tracked head rotation (axis-angle, radians), same pairing as AED",
     "pose_angle_deg": "angle between the tracked head rotations, degrees",
+    "flicker_head": "flicker against the ground truth: mean absolute difference between the output's change from "
+                    "the previous frame and the ground truth's, inside the ground-truth head masks of both frames, "
+                    "8-bit levels (lower is better; consecutive frames only)",
 }
-IMAGE_KEYS = ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head", "psnr_unseen", "ssim_unseen",
-              "l1_unseen", "lpips")
 MIN_UNSEEN_PIXELS = 16
 FACE_KEYS = ("csim", "csim_distance", "akd", "akd_iod", "aed", "apd", "pose_angle_deg")
 
@@ -157,6 +158,7 @@ def _frame_scores(frames, target, mask, item: Item, truth_tracking, metric_head,
             values["psnr_head"] = image_metrics.psnr(frames, target, mask)
             values["ssim_head"] = image_metrics.ssim(frames, target, mask)
             values["l1_head"] = image_metrics.l1(frames, target, mask)
+            values["flicker_head"] = _flicker_head(frames, target, mask, item.frames)
         if lpips_model is not None:
             from onehead.metrics.lpips import lpips
 
@@ -181,6 +183,17 @@ def _frame_scores(frames, target, mask, item: Item, truth_tracking, metric_head,
         if target is None:  # no ground truth: keypoints are not comparable, expressions and poses are
             found.pop("akd"), found.pop("akd_iod")
         values.update(found)
+    return values
+
+
+def _flicker_head(frames, target, mask, indices: list[int]) -> torch.Tensor:
+    """Per frame: change_error from the previous frame; NaN for the first frame and after a gap."""
+    from onehead.metrics.temporal import change_error
+
+    values = torch.full((len(frames),), float("nan"))
+    if len(frames) >= 2:
+        consecutive = torch.tensor(np.diff(indices) == 1)
+        values[1:] = torch.where(consecutive, change_error(frames, target, mask), values[1:])
     return values
 
 
