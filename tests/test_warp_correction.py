@@ -3,6 +3,8 @@ fill_warp, the foreground carried with the head, the smooth plate fill, the smal
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -214,6 +216,32 @@ def test_hair_that_moved_is_not_also_left_behind():
     assert frames[0, 1][vacated].mean() < 0.15  # no green left where the hair was
     moved = torch.roll(ring, shift, dims=-1) & (warp.covered[0, 0] == 0) & (_disk(64, 32 + shift, 15)[0, 0] > 0)
     assert frames[0, 1][moved].mean() > 0.5  # and the hair's inner part is where it went
+
+
+def test_wide_hair_moves_whole_and_keeps_its_shape():
+    """A hair ring reaching far beyond the motion's reach (8% of the size) still moves by the
+    head's whole shift at its outer edge, so it is not stretched."""
+    size, shift = 128, 8
+    image, warp, person, hair = _translated_head(size=size, shift=shift)
+    wide = _disk(size, size / 2, 40) - _disk(size, size / 2, 12)  # out to 28 px beyond the head (22% of the size)
+    image[:, 1] = 0.7 * wide[0, 0]
+    person = _disk(size, size / 2, 40)
+    frames = fill_warp(image, warp, foreground=person)
+    outer_edge = (_disk(size, size / 2 + shift, 39) - _disk(size, size / 2 + shift, 34))[0, 0] > 0
+    right = outer_edge & (torch.arange(size)[None, :] > size / 2 + shift + 20)
+    assert frames[0, 1][right].mean() > 0.6  # the ring's far right edge arrived in full
+    beyond = (_disk(size, size / 2 + shift, 47) - _disk(size, size / 2 + shift, 42))[0, 0] > 0
+    assert frames[0, 1][beyond].mean() < 0.1  # and did not smear past it
+
+
+def test_moving_foreground_stops_at_the_chin():
+    from onehead.pipelines.reenactment import moving_foreground
+
+    reference = SimpleNamespace(foreground=np.ones((100, 100), np.float32),
+                                tracking=SimpleNamespace(landmarks68=np.full((1, 68, 2), 60.0)))
+    mask = moving_foreground(reference, fade=0.1)  # chin at row 60, fading over the 10 rows above it
+    assert mask[:50].min() == 1 and mask[60:].max() == 0
+    assert 0 < mask[55, 0] < 1
 
 
 def test_carry_foreground_marks_what_moved():

@@ -78,14 +78,14 @@ def prepare_reference(reference, head, size: int, reference_tracking=None, progr
 
 def moving_foreground(reference: Reference, fade: float = 0.1) -> np.ndarray | None:
     """The part of the reference's person mask that moves with the head (hair, a hat): all of it
-    above the chin, fading out over `fade` of the image height below it, so the torso stays. None
-    when the reference has no mask."""
+    down to `fade` of the image height above the chin, fading out to the chin, so the collar and
+    the torso stay. None when the reference has no mask."""
     if reference.foreground is None:
         return None
     size = reference.foreground.shape[0]
     chin = float(reference.tracking.landmarks68[0, 8, 1])
     rows = np.arange(size, dtype=np.float32) + 0.5
-    weight = np.clip(1 - (rows - chin) / max(fade * size, 1), 0, 1)
+    weight = np.clip((chin - rows) / max(fade * size, 1), 0, 1)
     return reference.foreground * weight[:, None]
 
 

@@ -148,14 +148,13 @@ def _inpaint(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
 
 
 def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tensor, reach: float = 0.08,
-                     threshold: float = 0.02, rim: int = 4,
-                     iterations: int = 6) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+                     threshold: float = 0.02, rim: int = 4, iterations: int = 6) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The reference's foreground beside the head, moved by the head's motion extended outward.
 
     The head's forward motion (warp.forward: where each reference head pixel lands) is spread
     beyond the head in the reference by normalised Gaussian blurring (sigma `reach` of the image
-    size) and fades with distance from the head, so hair next to the head moves with it and the
-    far background stays. That motion is inverted by fixed-point iteration into the lookup each
+    size). The foreground (in [0, 1]) moves with it as far as it reaches, so hair keeps its shape;
+    elsewhere the motion fades with distance from the head, so the far background stays. That motion is inverted by fixed-point iteration into the lookup each
     output pixel makes, so what moved is never also left behind. Returns ((colours (N, 3, H, W),
     alpha (N, 1, H, W)) of the carried foreground outside the head mesh, and the reference-side
     mask (1 or N, 1, H, W) of what moved: the head and the foreground where the motion reaches).
@@ -167,6 +166,8 @@ def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tens
     reference_covered = warp.reference_covered
     flow = (warp.forward - identity).permute(0, 3, 1, 2)  # zero off the reference's head
     weight, spread = _spread(reference_covered, flow, reach)
+    # the foreground moves fully with the head beside it, however far it reaches (hair keeps its shape)
+    weight = torch.maximum(weight, F.max_pool2d(foreground.to(weight.dtype), 2 * rim + 1, stride=1, padding=rim))
     motion = weight * spread  # (N, 2, H, W) where each reference pixel goes, minus where it is
     # output pixel x looks up the y with y + motion(y) = x. Where the fading motion folds, two y
     # land on x: the one nearer the head is in front. Solve from two starts: no motion, and the
