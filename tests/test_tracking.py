@@ -273,6 +273,29 @@ def test_fit_recovers_known_pose_from_model_landmarks(head):
     assert torch.equal(fit["K"], K)  # the focal length is not fitted unless asked
 
 
+def test_dynamic_contour_fits_the_visible_jaw_line_of_a_turned_head(head):
+    """On a turned head the 17 jaw points lie on the visible contour (as mediapipe's oval and a
+    hand labeller put them). Fitting them with the contour at the current yaw
+    (FitSettings.dynamic_contour) recovers the turn; fixed frontal-contour points read it wrong."""
+    deg = np.pi / 180
+    global_pose = torch.tensor([[0, 35, 0], [5, -30, 0]], dtype=torch.float32) * deg
+    frames = len(global_pose)
+    height = width = 512
+    K = intrinsics(default_focal(height, width), height, width).expand(frames, 3, 3).clone()
+    w2c = default_world_to_cam(batch=frames)
+    with torch.no_grad():
+        truth = head(global_pose=global_pose, landmarks_only=True, frontal_contour=False)
+        targets, _ = project(truth.landmarks68, K, w2c)
+        iris, _ = project(truth.pupils, K, w2c)
+    errors = {}
+    for dynamic in (False, True):
+        fit = fit_frames(head, targets, K, w2c, torch.ones(frames, dtype=torch.bool), iris=iris,
+                         settings=FitSettings(smooth_weight=0.0, dynamic_contour=dynamic))
+        errors[dynamic] = _rotation_error_deg(fit["global_pose"], global_pose)
+    assert errors[True].max() < 2.0, errors
+    assert errors[True].mean() < errors[False].mean(), errors
+
+
 # ----------------------------------------------------------------------------- real clip
 
 @pytest.fixture(scope="module")

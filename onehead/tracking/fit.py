@@ -34,6 +34,7 @@ class FitSettings:
     iterations: int = 160  # everything, from a cold start
     warm_iterations: int = 50  # everything, warm-started video chunks
     jaw_contour_weight: float = 1.0
+    dynamic_contour: bool = False  # compare the jaw points with the contour at the current yaw, not the frontal one
     landmark_weight: float = 1.0  # the 68-point term
     dense_weight: float = 1.0  # the 478-point term (when the fit is given DenseTargets)
     dense_robust_scale: float = 0.03  # of the eye distance: beyond it a residual counts ~linearly
@@ -146,7 +147,7 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
 
     def loss_fn(rigid_only: bool) -> torch.Tensor:
         shape_kw = {"shape": shape_param[None]} if optimize_shape else {}
-        out = posing(frontal_contour=True, landmarks_only=True, neck_pose=None,
+        out = posing(frontal_contour=not settings.dynamic_contour, landmarks_only=True, neck_pose=None,
                      points=None if dense is None else dense.points, **shape_kw, **params)
         K_now = camera()
         pixels, _ = project(out.landmarks68, K_now, world_to_cam)
