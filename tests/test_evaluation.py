@@ -138,13 +138,19 @@ def test_eval_end_to_end_reports_models_and_baselines(head, tiny_set, tmp_path, 
     assert report["methods"]["model"]["identifier"]["weights_sha256"]
 
     # the copy baseline's PSNR, recomputed here from the files
-    values = []
+    from onehead.metrics.temporal import change_error
+
+    values, changes = [], []
     for pair in read_pairs(tiny_set):
         reference, _ = open_sequence(tiny_set / pair["reference"]).views["cam00"].tensors([0])
-        target, _ = open_sequence(tiny_set / pair["target"]).views["cam00"].tensors(range(3))
+        target, mask = open_sequence(tiny_set / pair["target"]).views["cam00"].tensors(range(3))
         values.append(psnr(reference.expand_as(target), target))
+        changes.append(change_error(reference.expand_as(target), target, mask))
     copy = report["methods"]["copy_reference"]
     assert copy["mean"]["psnr"] == pytest.approx(float(torch.cat(values).mean()), abs=1e-4)
+    # a still picture's flicker against the truth is the truth's own change in the head
+    assert copy["mean"]["flicker_head"] == pytest.approx(float(torch.cat(changes).mean()), abs=1e-3)
+    assert copy["mean"]["flicker_head"] > 0
     # the warp is the stronger floor on synthetic heads; both are scored on every frame
     assert report["methods"]["mesh_warp"]["mean"]["psnr"] > copy["mean"]["psnr"]
     for entry in report["methods"].values():
