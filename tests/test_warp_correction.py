@@ -178,7 +178,13 @@ def _translated_head(size=64, shift=6):
     image[:, 0] = 0.8 * reference_head[0, 0]  # red head
     image[:, 1] = 0.7 * hair[0, 0]  # green hair
     image[:, 2] = 0.5  # blue backdrop everywhere
-    covered = _disk(size, size / 2 + shift, 12)
+    return image, _shifted_warp(image, reference_head, shift), reference_head + hair, hair
+
+
+def _shifted_warp(image: torch.Tensor, reference_head: torch.Tensor, shift: int) -> Warp:
+    """The Warp a mesh warp would give when the head (mask (1, 1, S, S)) moved `shift` pixels right."""
+    size = image.shape[-1]
+    covered = torch.roll(reference_head, shift, dims=-1)
     identity = _identity_grid(size, size, "cpu", torch.float32)
     grid = identity.clone()
     grid[..., 0] -= 2 * shift / size  # each covered pixel samples `shift` pixels to its left
@@ -187,8 +193,27 @@ def _translated_head(size=64, shift=6):
     forward = identity.clone()
     forward[..., 0] += 2 * shift / size  # each reference head pixel lands `shift` pixels to its right
     forward = torch.where(reference_head[0, 0, :, :, None] > 0, forward, identity)[None]
-    warp = Warp(warped, covered, covered, reference_head, grid, forward)
-    return image, warp, reference_head + hair, hair
+    return Warp(warped, covered, covered, reference_head, grid, forward)
+
+
+def test_the_torso_goes_on_behind_a_moved_neck():
+    """Below the carried hair (the chin line) the plate behind the moved head and neck is filled
+    from its sides (the torso), not smoothed with the backdrop above."""
+    size, shift = 64, 6
+    head = torch.zeros(1, 1, size, size)
+    head[..., 26:, 27:37] = 1  # the neck, down to the bottom
+    head = torch.maximum(head, _disk(size, size / 2, 10))  # the head around row 32
+    image = torch.full((1, 3, size, size), 0.9)  # pale backdrop
+    image[..., 48:, :] = 0.1  # a dark torso below row 48
+    image[:, 0] = torch.where(head[0, 0] > 0, torch.tensor(0.8), image[0, 0])
+    hair = _disk(size, size / 2, 15) * (1 - head)
+    hair[..., 38:, :] = 0  # carried down to the chin line only
+    frames = fill_warp(image, _shifted_warp(image, head, shift), foreground=hair)
+    vacated_neck = frames[0, :, 52:, 27:27 + shift]
+    assert vacated_neck.max() < 0.2  # torso, where a smooth fill would mix in the pale backdrop
+    assert frames[0, 1, 20, 5] > 0.85  # the backdrop itself stays
+
+
 
 
 def test_the_foreground_beside_the_head_moves_with_it():

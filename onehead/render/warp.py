@@ -88,7 +88,8 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
 
     foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
     hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
-    gets a smooth push-pull fill instead of Telea. Without it only the head model's surface moves.
+    gets a smooth push-pull fill instead of Telea, down to the foreground's lowest row (the chin);
+    below it, behind the neck, Telea carries the torso on from the sides. Without it only the head model's surface moves.
 
     mouth (N, 1, H, W) in [0, 1], the inside of each output's mouth (`mouth_mask`): what of it the
     reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward."""
@@ -103,8 +104,16 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     covered = warp.covered[:, 0].cpu().numpy() > 0
     holes = covered & (warp.visible[:, 0].cpu().numpy() == 0)
     warped = frames_to_uint8(warp.image)
-    # the plate behind what moves: Telea for the head alone; a smooth fill for head and hair
-    fill = _fill_smooth if carried is not None else (lambda image, hole: _inpaint(image, hole, inpaint_radius))
+    # the plate behind what moves: Telea for the head alone; for head and hair a smooth fill above
+    # the carried foreground's lowest row (the chin) and Telea below it, where the torso goes on
+    if carried is None:
+        fill = lambda image, hole: _inpaint(image, hole, inpaint_radius)  # noqa: E731
+    else:
+        rows = np.flatnonzero((foreground[0, 0] > 0.05).any(-1).cpu().numpy())
+        below = np.zeros(reference.shape[-2], bool)
+        below[(rows[-1] + 1) if len(rows) else 0:] = True
+        fill = lambda image, hole: _inpaint(_fill_smooth(image, hole & ~below[:, None]),  # noqa: E731
+                                            hole & below[:, None], inpaint_radius)
     shared = len(references) == 1 and len(reference_moving) == 1  # one plate, filled once
     background = fill(references[0], reference_moving[0]) if shared else None
     out = []
