@@ -89,7 +89,8 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
     hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
     gets a smooth push-pull fill instead of Telea, down to the foreground's lowest row (the chin);
-    below it, behind the neck, Telea carries the torso on from the sides. Without it only the head model's surface moves.
+    below it, behind the neck, Telea carries the torso on from the sides. Without it only the head
+    model's surface moves.
 
     mouth (N, 1, H, W) in [0, 1], the inside of each output's mouth (`mouth_mask`): what of it the
     reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward."""
@@ -109,7 +110,7 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     if carried is None:
         fill = lambda image, hole: _inpaint(image, hole, inpaint_radius)  # noqa: E731
     else:
-        rows = np.flatnonzero((foreground[0, 0] > 0.05).any(-1).cpu().numpy())
+        rows = np.flatnonzero((foreground[0, 0] > 0.05).any(-1).cpu().numpy())  # the first reference's
         below = np.zeros(reference.shape[-2], bool)
         below[(rows[-1] + 1) if len(rows) else 0:] = True
         fill = lambda image, hole: _inpaint(_fill_smooth(image, hole & ~below[:, None]),  # noqa: E731
@@ -157,14 +158,16 @@ def _inpaint(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
 
 
 def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tensor, reach: float = 0.08,
-                     threshold: float = 0.02, rim: int = 4, iterations: int = 6) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+                     threshold: float = 0.02, rim: int = 4,
+                     iterations: int = 6) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The reference's foreground beside the head, moved by the head's motion extended outward.
 
     The head's forward motion (warp.forward: where each reference head pixel lands) is spread
     beyond the head in the reference by normalised Gaussian blurring (sigma `reach` of the image
     size). The foreground (in [0, 1]) moves with it as far as it reaches, so hair keeps its shape;
-    elsewhere the motion fades with distance from the head, so the far background stays. That motion is inverted by fixed-point iteration into the lookup each
-    output pixel makes, so what moved is never also left behind. Returns ((colours (N, 3, H, W),
+    elsewhere the motion fades with distance from the head, so the far background stays. That
+    motion is inverted by fixed-point iteration into the lookup each output pixel makes, so what
+    moved is never also left behind. Returns ((colours (N, 3, H, W),
     alpha (N, 1, H, W)) of the carried foreground outside the head mesh, and the reference-side
     mask (1 or N, 1, H, W) of what moved: the head and the foreground where the motion reaches).
     Where the moved foreground leaves a gap, the inpainted background shows."""

@@ -10,7 +10,8 @@ The objective for frame t (pixels divided by that frame's inter-ocular distance)
   + priors on shape, expression and jaw
   + smoothness between consecutive frames (video)
 The jaw points are compared on fixed surface points (the frontal contour), because
-mediapipe's face-oval points are fixed points of its own mesh. Adam on the landmark
+mediapipe's face-oval points are fixed points of its own mesh (FitSettings.dynamic_contour
+compares them with the contour at the current yaw instead). Adam on the landmark
 vertices only, so a batch of frames costs about as much as one.
 """
 
