@@ -308,6 +308,27 @@ def test_the_unseen_inside_of_the_mouth_is_dark():
     torch.testing.assert_close(dark[0][:, untouched], plain[0][:, untouched])
 
 
+def test_an_open_reference_mouth_lends_its_own_interior():
+    """The reference shows white teeth inside its inner lips: an output mouth moved by (6, 4) px
+    gets them, moved with it; a closed reference mouth gives the dark MOUTH_INTERIOR."""
+    from onehead.render.warp import mouth_interior_colours
+
+    lips = torch.zeros(1, 68, 2)
+    lips[0, 60:68] = torch.tensor([[20, 30], [30, 26], [40, 30], [40, 38], [30, 42], [20, 38], [20, 35], [20, 32]],
+                                  dtype=torch.float32)
+    reference = torch.zeros(1, 3, 64, 64)
+    reference[..., 28:40, 22:38] = 1.0  # white teeth inside the inner lips
+    moved = lips + torch.tensor([6.0, 4.0])
+    colours = mouth_interior_colours(reference, lips, moved)
+    assert colours.shape == (1, 3, 64, 64)
+    assert colours[0, :, 38, 36].min() > 0.95  # (30, 34) in the reference, moved by (6, 4): teeth
+    dark = torch.tensor(MOUTH_INTERIOR, dtype=torch.float32) / 255
+    torch.testing.assert_close(colours[0, :, 5, 5], dark)  # far from the mouth: dark
+    closed = lips.clone()
+    closed[0, 60:68, 1] = 34.0  # a closed mouth: the inner lips on one line
+    torch.testing.assert_close(mouth_interior_colours(reference, closed, moved)[0, :, 38, 36], dark)
+
+
 def test_fill_smooth_fills_from_the_surroundings():
     image = np.zeros((40, 40, 3), np.uint8)
     image[:, :20] = 50

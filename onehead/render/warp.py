@@ -81,7 +81,8 @@ INNER_LIPS = slice(60, 68)  # iBUG-68 inner lip contour
 
 
 def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
-              foreground: torch.Tensor | None = None, mouth: torch.Tensor | None = None) -> torch.Tensor:
+              foreground: torch.Tensor | None = None, mouth: torch.Tensor | None = None,
+              mouth_colours: torch.Tensor | None = None) -> torch.Tensor:
     """The whole frames (N, 3, H, W) in [0, 1] of a warp of `reference` (1 or N, 3, H, W) in [0, 1]:
     outside the head, the reference with its own head region inpainted; on the head, the warped
     reference, with the pixels the reference does not see inpainted. 8-bit, like the images.
@@ -93,7 +94,8 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     model's surface moves.
 
     mouth (N, 1, H, W) in [0, 1], the inside of each output's mouth (`mouth_mask`): what of it the
-    reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward."""
+    reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward, or
+    mouth_colours (N, 3, H, W) in [0, 1] where given (`mouth_interior`: the reference's own)."""
     references = frames_to_uint8(reference)
     reference_moving = warp.reference_covered
     carried = None
@@ -128,7 +130,9 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         if mouth is not None:
             unseen = (holes[i] | ~covered[i]).astype(np.float32)
             weight = (mouth[i, 0].cpu().numpy() * unseen)[..., None]
-            frame = (frame * (1 - weight) + np.asarray(MOUTH_INTERIOR, np.float32) * weight + 0.5).astype(np.uint8)
+            inside = (np.asarray(MOUTH_INTERIOR, np.float32) if mouth_colours is None
+                      else mouth_colours[i].permute(1, 2, 0).cpu().numpy() * 255)
+            frame = (frame * (1 - weight) + inside * weight + 0.5).astype(np.uint8)
         out.append(frame)
     frames = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
     return frames.to(warp.image.device)
@@ -146,6 +150,35 @@ def mouth_mask(landmarks68: torch.Tensor, height: int, width: int, soften: float
             if soften > 0:
                 masks[i] = cv2.GaussianBlur(masks[i], (0, 0), soften)
     return torch.from_numpy(masks)[:, None]
+
+
+def mouth_interior_colours(reference: torch.Tensor, reference_lips: torch.Tensor, lips: torch.Tensor,
+                           open_area: float = 0.001) -> torch.Tensor:
+    """What fills the unseen inside of each output's mouth, (N, 3, H, W) in [0, 1]: the reference's
+    own mouth interior (its teeth, when its mouth is open), moved by the similarity that maps its
+    inner lips onto the output's, and MOUTH_INTERIOR where that does not reach or where the
+    reference's mouth is closed (inside its inner lips less than `open_area` of the image).
+    reference (1 or N, 3, H, W); reference_lips (1 or N, 68, 2) and lips (N, 68, 2), iBUG-68 pixels."""
+    import cv2
+
+    height, width = reference.shape[-2:]
+    dark = np.broadcast_to(np.asarray(MOUTH_INTERIOR, np.float32) / 255, (height, width, 3))
+    own = mouth_mask(reference_lips, height, width, soften=0)[:, 0].numpy()
+    sources = reference.permute(0, 2, 3, 1).detach().cpu().numpy().astype(np.float32)
+    own_points = reference_lips[:, INNER_LIPS].detach().cpu().numpy().astype(np.float32)
+    out = []
+    for i, points in enumerate(lips[:, INNER_LIPS].detach().cpu().numpy().astype(np.float32)):
+        r = min(i, len(own) - 1)
+        colours = dark
+        if own[r].mean() >= open_area and np.isfinite(points).all():
+            move, _ = cv2.estimateAffinePartial2D(own_points[r], points)
+            if move is not None:
+                moved = cv2.warpAffine(sources[min(i, len(sources) - 1)], move, (width, height),
+                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                alpha = cv2.warpAffine(own[r], move, (width, height), flags=cv2.INTER_LINEAR)[..., None]
+                colours = moved * alpha + dark * (1 - alpha)
+        out.append(np.ascontiguousarray(colours))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float()
 
 
 def _inpaint(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from onehead.models.gaussian_field import UVGaussianField
 from onehead.models.reference_attention import ReferenceBank, attach_reference_attention
 from onehead.models.schedule import zero_snr_schedule
 from onehead.models.temporal import TemporalLayers
-from onehead.render.warp import fill_warp, mouth_mask, warp_reference
+from onehead.render.warp import fill_warp, mouth_interior_colours, mouth_mask, warp_reference
 
 WARP_CHANNELS = 4  # warp guidance: the warped reference (3) and where it is visible (1)
 WEIGHTS_FILE = "animator.safetensors"  # onehead's own parts; the UNets and VAE in diffusers folders
@@ -266,13 +266,15 @@ class GaussianDiffusionModel(nn.Module):
                 warp = warp_reference(image, self.head.faces, self.head(**ref.params).vertices, ref.K,
                                       ref.world_to_cam, posed.vertices, K[rows], world_to_cam[rows],
                                       forward=ref.foreground is not None)
-                mouth = None
+                mouth = inside = None
                 if mouth_interior:
                     lips, _ = project(posed.landmarks68, K[rows], world_to_cam[rows])
                     mouth = mouth_mask(lips, size, size)
+                    own_lips, _ = project(self.head(**ref.params).landmarks68, ref.K, ref.world_to_cam)
+                    inside = mouth_interior_colours(image, own_lips, lips)
                 shared = warp.reference_covered[:1] if image.shape[0] == 1 else warp.reference_covered
-                parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground, mouth=mouth), warp.visible,
-                                      warp.covered, shared))
+                parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground, mouth=mouth,
+                                                mouth_colours=inside), warp.visible, warp.covered, shared))
         reference_covered = (parts[0].reference_covered if reference.image.shape[0] == 1
                              else torch.cat([b.reference_covered for b in parts]))
         return WarpBase(torch.cat([b.image for b in parts]), torch.cat([b.visible for b in parts]),
