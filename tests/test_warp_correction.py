@@ -314,8 +314,8 @@ def test_an_open_reference_mouth_lends_its_own_interior():
     from onehead.render.warp import mouth_interior_colours
 
     lips = torch.zeros(1, 68, 2)
-    lips[0, 60:68] = torch.tensor([[20, 30], [30, 26], [40, 30], [40, 38], [30, 42], [20, 38], [20, 35], [20, 32]],
-                                  dtype=torch.float32)
+    lips[0, 60:68] = torch.tensor([[20, 34], [25, 30], [30, 28], [35, 30], [40, 34], [35, 39], [30, 41], [25, 39]],
+                                  dtype=torch.float32)  # iBUG 60-67: left corner, upper lip, right corner, lower lip
     reference = torch.zeros(1, 3, 64, 64)
     reference[..., 28:40, 22:38] = 1.0  # white teeth inside the inner lips
     moved = lips + torch.tensor([6.0, 4.0])
