@@ -17,6 +17,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from onehead.data.tracking_file import Tracking
+from onehead.head.geometry import similarity_transform
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68, interocular_distance
 from onehead.tracking.stability import MEDIAPIPE_INNER_LIPS, MEDIAPIPE_OUTER_EYES, opening
 
@@ -151,21 +152,6 @@ def mouth_correlation(output_points: np.ndarray, driving_points: np.ndarray) -> 
     result = pearson(mouth_opening(output_points), mouth_opening(driving_points))
     result["output_no_face"] = int(np.isnan(np.asarray(output_points, np.float64)[:, MOUTH_INNER[0], 0]).sum())
     return result
-
-
-def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """The least-squares similarity (Umeyama, no reflection) taking points (N, 2) onto (N, 2):
-    (scale s, rotation R (2, 2), translation t) with target ~ s * source @ R.T + t."""
-    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    xs, xt = source - mu_s, target - mu_t
-    u, sigma, vt = np.linalg.svd(xt.T @ xs / len(source))
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    fix = np.diag([1.0, d])
-    rotation = u @ fix @ vt
-    variance = (xs ** 2).sum() / len(source)
-    scale = float((sigma * np.diag(fix)).sum() / variance) if variance > 0 else 1.0
-    return scale, rotation, mu_t - scale * mu_s @ rotation.T
 
 
 def motion_akd(prediction: np.ndarray, driving: np.ndarray) -> dict:

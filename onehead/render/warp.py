@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from onehead.camera import project
 from onehead.errors import ConfigError
+from onehead.head.geometry import similarity_transform
 from onehead.pixels import frames_to_uint8
 from onehead.render.rasterize import Fragments, interpolate, rasterize_mesh
 
@@ -172,7 +173,8 @@ def mouth_interior_colours(reference: torch.Tensor, reference_lips: torch.Tensor
         r = min(i, len(own) - 1)
         colours = dark
         if _opening(own_points[r]) >= open_ratio and np.isfinite(points).all():
-            move = _similarity(own_points[r], points)
+            scale, rotation, shift = similarity_transform(own_points[r], points)
+            move = np.concatenate([scale * rotation, shift[:, None]], 1).astype(np.float32)
             moved = cv2.warpAffine(sources[min(i, len(sources) - 1)], move, (width, height),
                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             alpha = cv2.warpAffine(own[r], move, (width, height), flags=cv2.INTER_LINEAR)[..., None]
@@ -187,17 +189,6 @@ def _opening(inner_lips: np.ndarray) -> float:
     area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
     width = float(np.linalg.norm(inner_lips[4] - inner_lips[0]))
     return area / max(width, 1e-6) ** 2 if np.isfinite(area) else 0.0
-
-
-def _similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The least-squares similarity (rotation, uniform scale, shift) taking points (P, 2) onto
-    points (P, 2), as a (2, 3) matrix for cv2.warpAffine."""
-    a, b = source - source.mean(0), target - target.mean(0)
-    a, b = a[:, 0] + 1j * a[:, 1], b[:, 0] + 1j * b[:, 1]
-    z = (np.conj(a) * b).sum() / max(float((np.abs(a) ** 2).sum()), 1e-9)
-    linear = np.array([[z.real, -z.imag], [z.imag, z.real]])
-    shift = target.mean(0) - linear @ source.mean(0)
-    return np.concatenate([linear, shift[:, None]], 1).astype(np.float32)
 
 
 def _inpaint(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
