@@ -263,14 +263,15 @@ class GaussianDiffusionModel(nn.Module):
                 if image.shape[-1] != size:
                     raise ConfigError(f"the reference is {image.shape[-1]} px; this model needs {size} px")
                 posed = self.head(**{k: v[rows] for k, v in params.items()})
-                warp = warp_reference(image, self.head.faces, self.head(**ref.params).vertices, ref.K,
+                own = self.head(**ref.params)  # the reference's own posed head
+                warp = warp_reference(image, self.head.faces, own.vertices, ref.K,
                                       ref.world_to_cam, posed.vertices, K[rows], world_to_cam[rows],
                                       forward=ref.foreground is not None)
                 mouth = inside = None
                 if mouth_interior:
                     lips, _ = project(posed.landmarks68, K[rows], world_to_cam[rows])
                     mouth = mouth_mask(lips, size, size)
-                    own_lips, _ = project(self.head(**ref.params).landmarks68, ref.K, ref.world_to_cam)
+                    own_lips, _ = project(own.landmarks68, ref.K, ref.world_to_cam)
                     inside = mouth_interior_colours(image, own_lips, lips)
                 shared = warp.reference_covered[:1] if image.shape[0] == 1 else warp.reference_covered
                 parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground, mouth=mouth,
