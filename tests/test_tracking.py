@@ -17,7 +17,7 @@ from onehead.errors import MediaReadError, NoFaceError
 from onehead.head.generate import EXPRESSION_NAMES
 from onehead.tracking.fit import FITTED_PARAM_NAMES, FitSettings, fit_frames, interpolate_invalid
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68
-from onehead.tracking.tracker import TrackOptions, track, track_frames
+from onehead.tracking.tracker import TrackOptions, fuse_landmarks, track, track_frames
 
 PARAMS = FITTED_PARAM_NAMES  # every per-frame parameter but neck_pose (the global rotation's twin)
 OPTIONS = TrackOptions(progress=False)
@@ -39,10 +39,20 @@ def _rotation_error_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.acos(cos))
 
 
+def _fitted_head_points(tracking: Tracking, head) -> np.ndarray:
+    """(68, 2) the fitted head's own landmarks in frame 0, before the fusion with the detections."""
+    with torch.no_grad():
+        out = head(shape=torch.from_numpy(tracking.shape)[None], landmarks_only=True,
+                   **{k: torch.from_numpy(getattr(tracking, k)[:1]) for k in PARAMS})
+        pixels, _ = project(out.landmarks68, torch.from_numpy(tracking.K[:1]),
+                            torch.from_numpy(tracking.world_to_cam[:1]))
+    return pixels[0].numpy()
+
+
 # ----------------------------------------------------------------------------- portraits
 
 @pytest.mark.parametrize("fixture", ["astronaut_tracking", "grace_tracking"])
-def test_portrait_fit_is_close_to_mediapipe(request, fixture):
+def test_portrait_fit_is_close_to_mediapipe(request, fixture, head):
     tracking = request.getfixturevalue(fixture)
     assert tracking.num_frames == 1 and tracking.valid[0]
     mp = _mp68(tracking)[0]
@@ -57,8 +67,14 @@ def test_portrait_fit_is_close_to_mediapipe(request, fixture):
     # so it is looser by nature).
     assert error.mean() < 0.06, error.mean()
     assert error[17:].mean() < 0.04, error[17:].mean()
-    # the stored fit error is exactly this quantity
-    np.testing.assert_allclose(tracking.fit_error[0], error.mean(), rtol=1e-4)
+    # the reported points lie (1 - share) of the way from mediapipe's to the fitted head's, whose
+    # distance from mediapipe is the stored fit error
+    fitted = _fitted_head_points(tracking, head)
+    share = np.full((68, 1), OPTIONS.detection_share[0])
+    share[:17] = OPTIONS.detection_share[1]
+    np.testing.assert_allclose(fit - mp, (1 - share) * (fitted - mp), atol=1e-3)
+    fit_error = np.linalg.norm(fitted - mp, axis=-1).mean() / iod
+    np.testing.assert_allclose(tracking.fit_error[0], fit_error, rtol=1e-4)
 
 
 def _check_tracking_arrays(tracking: Tracking, frames: int) -> None:
@@ -99,6 +115,39 @@ def test_tracking_arrays_of_an_image(astronaut_tracking):
     # the camera is the documented default: principal point at the image centre
     K = astronaut_tracking.K[0]
     assert K[0, 2] == pytest.approx(255.5) and K[1, 2] == pytest.approx(255.5)
+
+
+# ----------------------------------------------------------------------------- fusion
+
+def test_fuse_landmarks_moves_the_fit_towards_the_detections():
+    rng = np.random.default_rng(0)
+    frames = 40
+    fitted = np.cumsum(rng.normal(0, 2, (frames, 68, 2)), axis=0)  # the fit carries the motion
+    bias = rng.normal(0, 3, (68, 2))  # where the head model cannot reach the face
+    noise = rng.normal(0, 1, (frames, 68, 2))
+    detected = fitted + bias + noise
+    valid = np.ones(frames, bool)
+    # shares 0 and 1 give the fit and the detections
+    np.testing.assert_allclose(fuse_landmarks(fitted, detected, valid, (0.0, 0.0), 2.0), fitted, atol=1e-4)
+    np.testing.assert_allclose(fuse_landmarks(fitted, detected, valid, (1.0, 1.0), 0.0), detected, atol=1e-4)
+    # the jaw and the inner points take their own share
+    half = fuse_landmarks(fitted, detected, valid, (0.5, 0.25), 0.0)
+    np.testing.assert_allclose(half[:, 17:], fitted[:, 17:] + 0.5 * (detected - fitted)[:, 17:], atol=1e-4)
+    np.testing.assert_allclose(half[:, :17], fitted[:, :17] + 0.25 * (detected - fitted)[:, :17], atol=1e-4)
+    # over time the gap is averaged: the steady bias is kept, the detector's noise damped, and
+    # the motion (carried by the fit) is not delayed
+    smoothed = fuse_landmarks(fitted, detected, valid, (1.0, 1.0), 2.0)
+    truth = fitted + bias
+    assert np.abs(smoothed - truth).mean() < 0.5 * np.abs(detected - truth).mean()
+    # a frame without detection (NaN) borrows its neighbours' gap, or none at all
+    holes = detected.copy()
+    holes[10] = np.nan
+    valid[10] = False
+    filled = fuse_landmarks(fitted, holes, valid, (1.0, 1.0), 2.0)
+    assert np.isfinite(filled).all()
+    assert np.abs(filled[10] - truth[10]).mean() < 1.0
+    alone = fuse_landmarks(fitted[:1], holes[10:11], valid[10:11], (1.0, 1.0), 2.0)
+    np.testing.assert_allclose(alone, fitted[:1], atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- lost frames

@@ -4,10 +4,11 @@ Keys (T frames, S shape and E expression coefficients):
   shape (S,)  expression (T, E)  global_pose (T, 3)  neck_pose (T, 3)  jaw_pose (T, 3)
   eye_pose (T, 6)  translation (T, 3)            head-model parameters (axis-angle poses)
   K (T, 3, 3)  world_to_cam (T, 4, 4)            OpenCV camera (see onehead.camera)
-  landmarks68 (T, 68, 2)                         the fitted model's iBUG-68 points, pixels
+  landmarks68 (T, 68, 2)                         iBUG-68 points, pixels: the fitted model's, moved
+                                                 part way to mediapipe's (tracker.fuse_landmarks)
   landmarks_mp (T, 478, 2)                       mediapipe's detections, pixels (NaN when lost)
-  valid (T,) bool  fit_error (T,)                face found; mean 68-point distance between
-                                                 fit and mediapipe, over the inter-ocular distance
+  valid (T,) bool  fit_error (T,)                face found; mean 68-point distance between the
+                                                 fitted model and mediapipe, over the eye distance
   image_size (2,)                                (height, width) of the input frames
   fps ()  head_model ()                          frames per second; which head model was fitted
 """
