@@ -448,6 +448,8 @@ def _camera_file(path: str):
 def cmd_eval(args) -> int:
     from onehead.errors import ConfigError
 
+    if args.task == "landmarks":
+        return _eval_landmarks(args)
     args.model = None if args.model is None else [_model_folder(m) for m in args.model]
     models = [m for m in (args.model or []) if m != "none"]
     real, views = args.task == "real", args.task == "views"
@@ -515,6 +517,29 @@ def cmd_eval(args) -> int:
     for metric, reason in report["missing"].items():
         print(f"missing {metric}: {reason}")
     print(f"report -> {args.out}" + (f"; grid video -> {args.video}" if args.video else ""))
+    return 0
+
+
+def _eval_landmarks(args) -> int:
+    """`onehead eval --task landmarks`: the tracker on labelled images (onehead.evaluation.landmarks)."""
+    from onehead.errors import ConfigError
+    from onehead.evaluation.landmarks import LandmarkOptions, evaluate_landmarks
+    from onehead.evaluation.run import command_line, format_table, write_report
+
+    if args.data is None:
+        raise ConfigError("--task landmarks needs --data: a folder of images, each with its .pts labels beside it")
+    others = [flag for flag, value in (("--model", args.model), ("--references", args.references),
+                                       ("--driving", args.driving), ("--video", args.video), ("--frames", args.frames),
+                                       ("--yaws", args.yaws), ("--max-frames", args.max_frames)) if value]
+    if others:
+        raise ConfigError(f"--task landmarks scores the tracker; it takes --data and --out, not {', '.join(others)}")
+    check_outputs([Output("--out", args.out, "report")], [("--data", args.data)])
+    report = evaluate_landmarks(args.data, LandmarkOptions(progress=not args.quiet, command=command_line()))
+    write_report(report, args.out)
+    print(f"landmarks on {report['data']['items']} labelled images of {args.data} (NME over the outer-eye-corner "
+          "distance):")
+    print(format_table(report, per_sequence=True))
+    print(f"report -> {args.out}")
     return 0
 
 
@@ -730,9 +755,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "against the driving frames; flicker). ")
     p.add_argument("--data", default=None,
                    help="dataset folder for self, cross and avatar, or the references of views (frame 0 of "
-                        "each sequence) (onehead synth, datasets/prepare_video.py)")
-    p.add_argument("--task", required=True, choices=("self", "cross", "real", "views", "avatar"),
+                        "each sequence) (onehead synth, datasets/prepare_video.py); labelled images for landmarks")
+    p.add_argument("--task", required=True, choices=("self", "cross", "real", "views", "avatar", "landmarks"),
                    help="self or cross-identity reenactment on --data, real portraits x a driving video, "
+                        "landmarks: the tracker's 68 points against labelled images (--data: IMAGE.png with "
+                        "IMAGE.pts in 300-W's format beside it; mediapipe's points as the baseline), "
                         "views: multi-view consistency (portraits or --data references turned on a yaw sweep, "
                         "re-tracked), or avatar: person-specific avatars (--model) on the frames of --data they "
                         "did not train on, against the nearest training frame")
