@@ -69,8 +69,9 @@ def test_the_correction_is_added_to_the_warp(head, pair):
     assert frames.min() >= 0 and frames.max() <= 1
 
 
-def test_correction_blur_keeps_the_low_frequencies_of_the_correction(head, pair):
-    """correction_blur: the frames are the warp plus the blurred correction of the same model."""
+def test_correction_blur_and_strength_shape_the_correction(head, pair):
+    """correction_blur: the frames are the warp plus the blurred correction of the same model;
+    correction_strength: plus a share of it."""
     from onehead.render.warp import gaussian_blur
 
     animator = _correcting(head, correction_margin=1.0, mouth_interior=False)
@@ -87,6 +88,13 @@ def test_correction_blur_keeps_the_low_frequencies_of_the_correction(head, pair)
     assert high(blurred - base) < 0.5 * high(sharp - base)
     with pytest.raises(ValueError, match="correction_blur"):
         InferenceSettings(correction_blur=-1)
+    # correction_strength scales the correction: 0 is the warp itself
+    half = animator.reenact(reference, motion, correction_strength=0.5).frames
+    torch.testing.assert_close(half, (base + 0.5 * (sharp - base)).clamp(0, 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(animator.reenact(reference, motion, correction_strength=0.0).frames, base,
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="correction_strength"):
+        InferenceSettings(correction_strength=1.5)
 
 
 def test_denoise_and_sample_need_the_warp(head, pair):

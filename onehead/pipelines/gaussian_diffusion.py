@@ -107,8 +107,11 @@ class GaussianDiffusionAnimator(Animator):
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
         if base is not None:
             warp = base.image.to(frames)
+            correction = frames - warp
             if run.correction_blur > 0:  # the correction's low frequencies only
-                frames = (warp + gaussian_blur(frames - warp, run.correction_blur)).clamp(0, 1)
+                correction = gaussian_blur(correction, run.correction_blur)
+            if run.correction_blur > 0 or run.correction_strength < 1:
+                frames = (warp + run.correction_strength * correction).clamp(0, 1)
             if run.correction_margin < 1:  # the correction on the head, the warp elsewhere
                 on_head = grown_region([base.reference_covered, base.covered], run.correction_margin).to(frames)
                 frames = on_head * frames + (1 - on_head) * warp

@@ -112,12 +112,16 @@ class InferenceSettings:
     # does not show is dark in the warp (onehead.render.warp.fill_warp's mouth), not lip colour
     correction_blur: float = 0.0  # correct_warp models: the correction is blurred by a Gaussian of
     # this many pixels before it is added, so it changes shading and colour but not the warp's texture
+    correction_strength: float = 1.0  # correct_warp models: the correction is scaled by this before it
+    # is added (1: as predicted, 0: the filled warp); below 1 it leans on the warp where the model is unsure
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.correction_blur < 0:
             raise ValueError(f"correction_blur must be at least 0, got {self.correction_blur}")
+        if not 0 <= self.correction_strength <= 1:
+            raise ValueError(f"correction_strength must be in [0, 1], got {self.correction_strength}")
         if not 0 <= self.correction_margin <= 1:
             raise ValueError(f"correction_margin must be in [0, 1], got {self.correction_margin}")
         if self.window < 1 or not 0 <= self.window_overlap < self.window:
