@@ -267,14 +267,28 @@ def test_wide_hair_moves_whole_and_keeps_its_shape():
     assert frames[0, 1][beyond].mean() < 0.1  # and did not smear past it
 
 
-def test_moving_foreground_stops_at_the_chin():
+def test_moving_foreground_stops_at_the_chin_and_leaves_the_collar():
     from onehead.pipelines.reenactment import moving_foreground
 
+    landmarks = np.full((1, 68, 2), 60.0)  # chin (8) at row 60, nose tip (30) at (50, 40)
+    landmarks[0, 30] = (50, 40)
+    landmarks[0, 3:14, 0] = np.linspace(35, 65, 11)  # the lower jaw spans columns 35-65
     reference = SimpleNamespace(foreground=np.ones((100, 100), np.float32),
-                                tracking=SimpleNamespace(landmarks68=np.full((1, 68, 2), 60.0)))
-    mask = moving_foreground(reference, fade=0.1)  # chin at row 60, fading over the 10 rows above it
+                                tracking=SimpleNamespace(landmarks68=landmarks))
+    mask = moving_foreground(reference, fade=0.1)  # fading over the 10 rows above the chin
     assert mask[:50].min() == 1 and mask[60:].max() == 0
-    assert 0 < mask[55, 0] < 1
+    assert 0 < mask[55, 50] < 1  # under the jaw: the neck fades out
+    assert mask[52:, :30].max() == 0  # beside the chin: the collar stays
+    # a collar touching the face by a thin rim, away from the nose: it stays as well
+    person = np.zeros((100, 100), np.float32)
+    person[10:50, 30:70] = 1  # the head
+    person[48:50, 0:30] = 1  # a collar's rim rising beside it, 2 rows thick (1.2% of the size cuts it)
+    mask = moving_foreground(SimpleNamespace(foreground=person, tracking=SimpleNamespace(landmarks68=landmarks)))
+    assert mask[20:40, 35:65].min() == 1 and mask[48:50, :25].max() == 0
+    # a mask that misses the face moves whole
+    missing = SimpleNamespace(foreground=person * (np.arange(100)[None, :] < 20), tracking=reference.tracking)
+    np.testing.assert_array_equal(moving_foreground(missing, fade=0.1) > 0, (missing.foreground > 0)
+                                  & (np.arange(100)[:, None] < 60))
 
 
 def test_carry_foreground_marks_what_moved():
@@ -283,7 +297,8 @@ def test_carry_foreground_marks_what_moved():
     assert colours.shape == (1, 3, 64, 64) and alpha.shape == (1, 1, 64, 64)
     assert float(alpha[warp.covered > 0].max()) == 0  # the head itself comes from the mesh warp
     assert bool((moving >= warp.reference_covered).all())  # the head always counts as moving
-    assert float(moving[person == 0].max()) == 0  # the backdrop never does
+    near_person = torch.nn.functional.max_pool2d(person.float(), 5, stride=1, padding=2)
+    assert float(moving[near_person == 0].max()) == 0  # the backdrop never does (beyond the soft edge)
 
 
 def test_mouth_mask_is_the_inner_lip_polygon():
@@ -405,3 +420,23 @@ def test_grown_region_equals_square_windows():
     square = F.max_pool2d(masks, 2 * grow + 1, stride=1, padding=grow)
     square = F.avg_pool2d(square, 2 * (grow // 2) + 1, stride=1, padding=grow // 2, count_include_pad=False)
     torch.testing.assert_close(grown_region([masks], 0.1), square, atol=1e-6, rtol=0)
+
+
+def test_the_pasted_back_reference_leaves_room_for_the_carried_hair(head):
+    """background="reference": the region kept from the model takes in where the warp's carried
+    hair left and landed (WarpBase.moved), so the reference's old hair is not pasted back beside it."""
+    from dataclasses import replace
+
+    from onehead.models.gaussian_diffusion.model import WarpBase
+
+    animator = _correcting(head)
+    covered = torch.zeros(2, 1, 64, 64)
+    covered[..., 20:40, 20:40] = 1
+    moved = torch.zeros(2, 1, 64, 64)
+    moved[..., 5:15, 45:60] = 1  # hair beside the head, off both head masks
+    base = WarpBase(torch.rand(2, 3, 64, 64), covered, covered, covered[:1], moved)
+    region = animator.background_region(None, None, base, margin=0.0)
+    assert float(region[moved > 0].min()) == 1 and float(region[covered > 0].min()) == 1
+    assert float(region[..., 50:, :10].max()) == 0  # the backdrop far away is the reference's
+    without = animator.background_region(None, None, replace(base, moved=None), margin=0.0)
+    assert float(without[moved > 0].max()) == 0

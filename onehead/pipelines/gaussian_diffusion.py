@@ -123,11 +123,13 @@ class GaussianDiffusionAnimator(Animator):
     # ------------------------------------------------------------------ the pieces
     def background_region(self, reference, motion, base: WarpBase | None, margin: float) -> torch.Tensor:
         """Where the output is kept when the reference is pasted back (T, 1, S, S): the reference's
-        and each frame's head masks, grown by `margin` (from the warp's masks when there is one)."""
+        and each frame's head masks, grown by `margin` (from the warp's masks when there is one),
+        and where the warp's carried hair left and landed (else the old hair would come back)."""
         from onehead.pipelines.reenactment import grown_region, head_region
 
         if base is not None:  # the warp has rendered both head masks already
-            return grown_region([base.reference_covered, base.covered], margin)
+            masks = [base.reference_covered, base.covered] + ([] if base.moved is None else [base.moved])
+            return grown_region(masks, margin)
         return head_region(self.head, [reference.tracking, motion.tracking], self.resolution, margin)
 
     def reference_inputs(self, reference) -> ReferenceInputs:

@@ -77,16 +77,30 @@ def prepare_reference(reference, head, size: int, reference_tracking=None, progr
 
 
 def moving_foreground(reference: Reference, fade: float = 0.1) -> np.ndarray | None:
-    """The part of the reference's person mask that moves with the head (hair, a hat): all of it
-    down to `fade` of the image height above the chin, fading out to the chin, so the collar and
-    the torso stay. None when the reference has no mask."""
+    """The part of the reference's person mask that moves with the head (hair, a hat). Above
+    `fade` of the image height over the chin: the piece of the mask that holds the nose tip.
+    Below that, fading out to the chin: only what lies under the lower jaw (jaw points 3-13: the
+    neck). So the collar and the torso stay, also where a collar rises beside the chin. None when
+    the reference has no mask."""
+    from scipy import ndimage
+
     if reference.foreground is None:
         return None
     size = reference.foreground.shape[0]
-    chin = float(reference.tracking.landmarks68[0, 8, 1])
+    landmarks = reference.tracking.landmarks68[0]
     rows = np.arange(size, dtype=np.float32) + 0.5
-    weight = np.clip((chin - rows) / max(fade * size, 1), 0, 1)
-    return reference.foreground * weight[:, None]
+    weight = np.clip((float(landmarks[8, 1]) - rows) / max(fade * size, 1), 0, 1)[:, None]
+    moving = reference.foreground * weight
+    core = (moving > 0.5) & (weight >= 1)
+    thin = max(1, round(0.012 * size))  # bridges this thin (a collar's rim touching the jaw) are cut
+    pieces, _ = ndimage.label(ndimage.binary_erosion(core, iterations=thin), structure=np.ones((3, 3)))
+    x, y = np.clip(np.round(landmarks[30]).astype(int), 0, size - 1)
+    if pieces[y, x] == 0:  # the mask misses the face: keep it all
+        return moving
+    keep = ndimage.binary_dilation(pieces == pieces[y, x], iterations=thin) & core
+    jaw = landmarks[3:14, 0]
+    under_jaw = (weight < 1) & (np.arange(size)[None, :] >= jaw.min()) & (np.arange(size)[None, :] <= jaw.max())
+    return moving * ndimage.binary_dilation(keep | under_jaw, iterations=2)  # with its soft edge
 
 
 def person_mask(image: np.ndarray) -> np.ndarray:

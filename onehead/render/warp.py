@@ -83,7 +83,7 @@ INNER_LIPS = slice(60, 68)  # iBUG-68 inner lip contour
 
 def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
               foreground: torch.Tensor | None = None, mouth: torch.Tensor | None = None,
-              mouth_colours: torch.Tensor | None = None) -> torch.Tensor:
+              mouth_colours: torch.Tensor | None = None, carried=None) -> torch.Tensor:
     """The whole frames (N, 3, H, W) in [0, 1] of a warp of `reference` (1 or N, 3, H, W) in [0, 1]:
     outside the head, the reference with its own head region inpainted; on the head, the warped
     reference, with the pixels the reference does not see inpainted. 8-bit, like the images.
@@ -96,12 +96,13 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
 
     mouth (N, 1, H, W) in [0, 1], the inside of each output's mouth (`mouth_mask`): what of it the
     reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward, or
-    mouth_colours (N, 3, H, W) in [0, 1] where given (`mouth_interior`: the reference's own)."""
+    mouth_colours (N, 3, H, W) in [0, 1] where given (`mouth_interior`: the reference's own).
+
+    carried: `carry_foreground(reference, warp, foreground)` when the caller has it already."""
     references = frames_to_uint8(reference)
     reference_moving = warp.reference_covered
-    carried = None
     if foreground is not None:
-        carried, reference_moving = carry_foreground(reference, warp, foreground)
+        carried, reference_moving = carried or carry_foreground(reference, warp, foreground)
         carried_alpha = (carried[1][:, 0] > 0.5).cpu().numpy()
         carried_colours = frames_to_uint8(carried[0])
     reference_moving = reference_moving[:, 0].cpu().numpy() > 0
@@ -110,7 +111,7 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     warped = frames_to_uint8(warp.image)
     # the plate behind what moves: Telea for the head alone; for head and hair a smooth fill above
     # the carried foreground's lowest row (the chin) and Telea below it, where the torso goes on
-    if carried is None:
+    if foreground is None:
         fill = lambda image, hole: _inpaint(image, hole, inpaint_radius)  # noqa: E731
     else:
         rows = np.flatnonzero((foreground[0, 0] > 0.05).any(-1).cpu().numpy())  # the first reference's
@@ -124,7 +125,7 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     for i in range(len(warped)):
         r = 0 if len(references) == 1 else i
         frame = (background if shared else fill(references[r], reference_moving[min(i, len(reference_moving) - 1)])).copy()
-        if carried is not None:
+        if foreground is not None:
             frame[carried_alpha[i]] = carried_colours[i][carried_alpha[i]]
         frame[covered[i]] = warped[i][covered[i]]
         frame = _inpaint(frame, holes[i], inpaint_radius)
@@ -248,7 +249,9 @@ def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tens
     alpha = F.grid_sample(person, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     alpha = alpha * (1 - warp.covered)
     k = foreground.shape[0]  # 1 or N references
-    moving = torch.maximum(reference_covered[:k], (foreground > 0.5).to(source.dtype) * (weight[:k] > threshold))
+    # what leaves its place: the foreground with its soft edge (a 2-pixel margin), so no rim of it stays behind
+    edge = F.max_pool2d((foreground > 0.1).to(source.dtype), 5, stride=1, padding=2)
+    moving = torch.maximum(reference_covered[:k], edge * (weight[:k] > threshold))
     return (colours, alpha), moving
 
 

@@ -34,7 +34,7 @@ from onehead.models.gaussian_field import UVGaussianField
 from onehead.models.reference_attention import ReferenceBank, attach_reference_attention
 from onehead.models.schedule import zero_snr_schedule
 from onehead.models.temporal import TemporalLayers
-from onehead.render.warp import fill_warp, mouth_interior_colours, mouth_mask, warp_reference
+from onehead.render.warp import carry_foreground, fill_warp, mouth_interior_colours, mouth_mask, warp_reference
 
 WARP_CHANNELS = 4  # warp guidance: the warped reference (3) and where it is visible (1)
 WEIGHTS_FILE = "animator.safetensors"  # onehead's own parts; the UNets and VAE in diffusers folders
@@ -274,12 +274,19 @@ class GaussianDiffusionModel(nn.Module):
                     own_lips, _ = project(own.landmarks68, ref.K, ref.world_to_cam)
                     inside = mouth_interior_colours(image, own_lips, lips)
                 shared = warp.reference_covered[:1] if image.shape[0] == 1 else warp.reference_covered
+                carried = moved = None
+                if ref.foreground is not None:
+                    carried = carry_foreground(image, warp, ref.foreground)
+                    (_, landed), left = carried
+                    moved = torch.maximum(landed, left.expand_as(landed))
                 parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground, mouth=mouth,
-                                                mouth_colours=inside), warp.visible, warp.covered, shared))
+                                                mouth_colours=inside, carried=carried),
+                                      warp.visible, warp.covered, shared, moved))
         reference_covered = (parts[0].reference_covered if reference.image.shape[0] == 1
                              else torch.cat([b.reference_covered for b in parts]))
+        moved = None if parts[0].moved is None else torch.cat([b.moved for b in parts])
         return WarpBase(torch.cat([b.image for b in parts]), torch.cat([b.visible for b in parts]),
-                        torch.cat([b.covered for b in parts]), reference_covered)
+                        torch.cat([b.covered for b in parts]), reference_covered, moved)
 
     def warp_condition(self, base: "WarpBase") -> tuple[torch.Tensor, torch.Tensor]:
         """(the warp's latents (N, c, h, w), the warp encoder's input (N, c + 2 f^2, h, w))."""
@@ -349,6 +356,7 @@ class WarpBase:
     visible: torch.Tensor  # (N, 1, H, W) 1 where the head covers the pixel and the reference sees it
     covered: torch.Tensor  # (N, 1, H, W) 1 where the head covers the pixel
     reference_covered: torch.Tensor  # (N or 1, 1, H, W) 1 where the head covers the reference
+    moved: torch.Tensor | None = None  # (N, 1, H, W) where the carried foreground left and landed
 
 
 @dataclass
