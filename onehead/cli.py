@@ -320,8 +320,18 @@ def _model_folder(value: str | None) -> str | None:
     return value
 
 
+def _sample_clip(value: str) -> str:
+    """'carphone' (when no file of that name is here) is the bundled real clip; anything else as given."""
+    if value == "carphone" and not Path(value).exists():
+        from onehead.data.samples import carphone_path
+
+        return str(carphone_path())
+    return value
+
+
 def cmd_animate(args) -> int:
     args.model = _model_folder(args.model)
+    args.driving = _sample_clip(args.driving)
     check_outputs([Output("--out", args.out, "video")]
                   + ([Output("--side-by-side", args.side_by_side, "video")] if args.side_by_side else []),
                   [("--reference", args.reference), ("--driving", args.driving),
@@ -353,11 +363,7 @@ def cmd_avatar_train(args) -> int:
         raise ConfigError(f"{args.input}: no such video or dataset folder")
     from onehead.training.person_avatar import make_avatar
 
-    source = args.input
-    if source == "carphone":
-        from onehead.data.samples import carphone_path
-
-        source = carphone_path()
+    source = _sample_clip(args.input)
     start = time.perf_counter()
     model = make_avatar(source, out, preset=args.preset, steps=args.steps, frames=args.frames, views=args.views,
                         size=args.size, max_frames=args.max_frames, overrides=args.overrides, progress=not args.quiet)
@@ -382,10 +388,7 @@ def cmd_avatar_render(args) -> int:
         from onehead.pipelines.diffusion_avatar import EMBEDDED_AVATAR_DIR
 
         folder = EMBEDDED_AVATAR_DIR
-    if args.driving == "carphone" and not Path(args.driving).exists():
-        from onehead.data.samples import carphone_path
-
-        args.driving = str(carphone_path())
+    args.driving = _sample_clip(args.driving)
     if (folder / "model").is_dir() and not (folder / "avatar.json").is_file():
         folder = folder / "model"  # the --out folder of `onehead avatar train`
     avatar = PersonAvatar.from_pretrained(folder)
@@ -721,7 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("animate", "reenact a reference portrait with the motion of a driving video",
                 "The driving video's expressions and head motion are transferred onto the reference person. ")
     p.add_argument("--reference", required=True, help="reference portrait (image file)")
-    p.add_argument("--driving", required=True, help="driving video, folder of frames, or tracking npz")
+    p.add_argument("--driving", required=True,
+                   help="driving video, folder of frames, tracking npz, or carphone (the real sample clip)")
     p.add_argument("--out", required=True, help=f"video to write ({allowed('video')})")
     p.add_argument("--reference-tracking", default=None,
                    help="take the reference's parameters from the first frame of this tracking npz")

@@ -271,6 +271,10 @@ def test_animate_cli_writes_videos_and_rejects_bad_input(head, synthetic, tmp_pa
     video, _ = read_video(out)
     assert video.shape == (3, 32, 32, 3)
     assert read_video(tmp_path / "sbs.mp4")[0].shape[0] == 3
+    # carphone, the bundled real clip, drives by name as in `onehead eval`
+    assert main(["animate", "--reference", str(tmp_path / "astronaut.png"), "--driving", "carphone", "--out",
+                 str(out), "--model", str(model), "--steps", "1", "--max-frames", "2", "--quiet"]) == 0
+    assert read_video(out)[0].shape == (2, 32, 32, 3)
     capsys.readouterr()
 
     save_image(tmp_path / "blank.png", np.full((96, 96, 3), 128, np.uint8))
