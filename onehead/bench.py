@@ -88,7 +88,7 @@ def report_track(size: int | None = None, frames: int | None = None) -> dict:
     print(f"  video tracking                     {r['video_fps']:7.1f} frames/s  "
           f"(mean fit error {r['mean_fit_error_iod']:.3f} of the eye distance)")
     print(f"  single image (512x512 astronaut)   detect {r['image_detect_ms']:.1f} ms + fit {r['image_fit_ms']:.1f} ms")
-    print(f"  jitter (mean 2nd difference / eye distance): fitted 68 points {r['jitter_fit']:.4f}, "
+    print(f"  jitter (mean 2nd difference / eye distance): reported 68 points {r['jitter_fit']:.4f}, "
           f"mediapipe's 68 {r['jitter_mediapipe']:.4f}; mesh vertices {r['jitter_vertices_mm']:.2f} mm")
     print(f"  mouth opening vs mediapipe's: r {r['mouth_r']:.3f}, lag {r['mouth_lag_frames']} frames "
           f"(r {r['mouth_r_at_lag']:.3f} there)")

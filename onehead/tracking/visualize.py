@@ -13,7 +13,7 @@ from onehead.render.overlay import draw_mesh, draw_points
 
 def overlay_tracking(frames: np.ndarray, tracking: Tracking, head: HeadModel,
                      show_detections: bool = True) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames with the fitted mesh (blue), fitted 68 points (red) and
+    """(T, H, W, 3) uint8 frames with the fitted mesh (blue), the reported 68 points (red) and
     mediapipe's mapped points (green). Frames where the face was lost get a red border."""
     out = []
     faces = head.faces.numpy()
