@@ -148,7 +148,17 @@ def _write_vis(path: Path, source, tracking, head) -> None:
         save_image(path, fit_picture(drawn, tracking))
 
 
+def _sample_clip(value: str) -> str:
+    """'carphone' (when no file of that name is here) is the bundled real clip; anything else as given."""
+    if value == "carphone" and not Path(value).exists():
+        from onehead.data.samples import carphone_path
+
+        return str(carphone_path())
+    return value
+
+
 def cmd_track(args) -> int:
+    args.input = _sample_clip(args.input)
     check_outputs([Output("--out", args.out, "tracking")]
                   + ([Output("--vis", args.vis, "picture or video")] if args.vis else []),
                   [("", args.input), ("--flame-dir", args.flame_dir)])
@@ -317,15 +327,6 @@ def _model_folder(value: str | None) -> str | None:
         if folder is None:
             raise CheckpointError("this install has no embedded tri-plane model; pass a model folder")
         return str(folder)
-    return value
-
-
-def _sample_clip(value: str) -> str:
-    """'carphone' (when no file of that name is here) is the bundled real clip; anything else as given."""
-    if value == "carphone" and not Path(value).exists():
-        from onehead.data.samples import carphone_path
-
-        return str(carphone_path())
     return value
 
 
@@ -658,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("track", "fit the head model to an image, a video or a folder of frames",
                 "Tracking estimates, for every frame, the head's shape, expression, pose and camera. ")
-    p.add_argument("input", help="image, video file, or folder of frames")
+    p.add_argument("input", help="image, video file, folder of frames, or carphone (the real sample clip)")
     p.add_argument("--out", required=True, help=f"tracking file to write ({allowed('tracking')})")
     flame(p)
     p.add_argument("--vis", default=None,

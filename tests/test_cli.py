@@ -175,3 +175,11 @@ def test_import_onehead_is_lazy_and_exports_the_public_api():
             "print(Animator.__module__, PersonAvatar.__module__, track.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["onehead.pipelines.one_shot", "onehead.pipelines.person_avatar", "onehead.tracking.tracker"]
+
+
+def test_track_takes_the_sample_clip_by_name(tmp_path):
+    out = tmp_path / "carphone.npz"
+    assert main(["track", "carphone", "--out", str(out), "--max-frames", "4", "--quiet"]) == 0
+    tracking = load_tracking(out)
+    assert tracking.num_frames == 4 and tracking.valid.all()
+    assert tracking.image_size.tolist() == [144, 176]
