@@ -13,7 +13,7 @@ from PIL import Image
 from onehead.camera import default_focal, default_world_to_cam, intrinsics, project
 from onehead.data.samples import astronaut
 from onehead.data.tracking_file import Tracking, load_tracking
-from onehead.errors import MediaReadError, NoFaceError
+from onehead.errors import ConfigError, MediaReadError, NoFaceError
 from onehead.head.generate import EXPRESSION_NAMES
 from onehead.tracking.fit import FITTED_PARAM_NAMES, FitSettings, fit_frames, interpolate_invalid
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68
@@ -148,6 +148,10 @@ def test_fuse_landmarks_moves_the_fit_towards_the_detections():
     assert np.abs(filled[10] - truth[10]).mean() < 1.0
     alone = fuse_landmarks(fitted[:1], holes[10:11], valid[10:11], (1.0, 1.0), 2.0)
     np.testing.assert_allclose(alone, fitted[:1], atol=1e-4)
+    with pytest.raises(ConfigError, match="detection_share"):
+        TrackOptions(detection_share=(1.5, 0.5))
+    with pytest.raises(ConfigError, match="residual_smoothing"):
+        TrackOptions(residual_smoothing=-1)
 
 
 # ----------------------------------------------------------------------------- lost frames

@@ -11,14 +11,18 @@ NME and counts in `found`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from onehead.data.images import is_image_path, load_image
 from onehead.errors import MediaReadError
 from onehead.machine import machine_info
+
+if TYPE_CHECKING:
+    from onehead.tracking.tracker import TrackOptions
 
 TASK = "landmarks"
 JAW = slice(0, 17)
@@ -37,7 +41,7 @@ LANDMARK_METRICS = {
 class LandmarkOptions:
     progress: bool = True
     command: str = ""
-    track: object = field(default=None)  # onehead.tracking.tracker.TrackOptions; default: the tracker's own
+    track: TrackOptions | None = None  # default: the tracker's own defaults
 
 
 def read_pts(path: str | Path) -> np.ndarray:

@@ -83,7 +83,7 @@ INNER_LIPS = slice(60, 68)  # iBUG-68 inner lip contour
 
 def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
               foreground: torch.Tensor | None = None, mouth: torch.Tensor | None = None,
-              mouth_colours: torch.Tensor | None = None, carried=None) -> torch.Tensor:
+              mouth_colours: torch.Tensor | None = None, carry=None) -> torch.Tensor:
     """The whole frames (N, 3, H, W) in [0, 1] of a warp of `reference` (1 or N, 3, H, W) in [0, 1]:
     outside the head, the reference with its own head region inpainted; on the head, the warped
     reference, with the pixels the reference does not see inpainted. 8-bit, like the images.
@@ -98,11 +98,11 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward, or
     mouth_colours (N, 3, H, W) in [0, 1] where given (`mouth_interior`: the reference's own).
 
-    carried: `carry_foreground(reference, warp, foreground)` when the caller has it already."""
+    carry: what `carry_foreground(reference, warp, foreground)` returned, when the caller has it."""
     references = frames_to_uint8(reference)
     reference_moving = warp.reference_covered
     if foreground is not None:
-        carried, reference_moving = carried or carry_foreground(reference, warp, foreground)
+        carried, reference_moving = carry or carry_foreground(reference, warp, foreground)
         carried_alpha = (carried[1][:, 0] > 0.5).cpu().numpy()
         carried_colours = frames_to_uint8(carried[0])
     reference_moving = reference_moving[:, 0].cpu().numpy() > 0

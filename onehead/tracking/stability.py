@@ -80,9 +80,9 @@ def vertex_jitter(vertices: np.ndarray, valid: np.ndarray | None = None) -> floa
 
 
 def stability(tracking: Tracking, head=None) -> dict:
-    """Jitter of the reported 68 points (landmarks68) and of mediapipe's own points (its 68-point subset), the
-    fitted mouth's lag against mediapipe's, and with `head`, the jitter of the posed mesh's
-    vertices in millimetres, for one video tracking."""
+    """Jitter of the reported 68 points (landmarks68) and of mediapipe's own points (its 68-point
+    subset), the reported mouth's lag against mediapipe's, and with `head`, the jitter of the posed
+    mesh's vertices in millimetres, for one video tracking."""
     from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68
 
     detected68 = np.asarray(tracking.landmarks_mp)[:, list(MEDIAPIPE_TO_IBUG68)]

@@ -33,7 +33,7 @@ from onehead.camera import default_focal, default_world_to_cam, intrinsics, proj
 from onehead.data.images import is_image_path, load_image
 from onehead.data.tracking_file import Tracking
 from onehead.data.video import read_frames
-from onehead.errors import MediaReadError, NoFaceError
+from onehead.errors import ConfigError, MediaReadError, NoFaceError
 from onehead.head.model import HeadModel, load_head_model
 from onehead.tracking.fit import (FITTED_PARAM_NAMES, UNFITTED_PARAM_NAMES, DenseTargets, FitSettings, fit_frames,
                                   interpolate_invalid)
@@ -56,6 +56,12 @@ class TrackOptions:
     residual_smoothing: float = 2.0  # frames (Gaussian sigma) over which a video's fit-to-detection gap is averaged
     progress: bool = True
     max_frames: int | None = None
+
+    def __post_init__(self):
+        if len(self.detection_share) != 2 or not all(0 <= share <= 1 for share in self.detection_share):
+            raise ConfigError(f"detection_share takes two shares in [0, 1] (inner, jaw), got {self.detection_share}")
+        if self.residual_smoothing < 0:
+            raise ConfigError(f"residual_smoothing must be at least 0 frames, got {self.residual_smoothing}")
 
 
 @dataclass

@@ -274,13 +274,13 @@ class GaussianDiffusionModel(nn.Module):
                     own_lips, _ = project(own.landmarks68, ref.K, ref.world_to_cam)
                     inside = mouth_interior_colours(image, own_lips, lips)
                 shared = warp.reference_covered[:1] if image.shape[0] == 1 else warp.reference_covered
-                carried = moved = None
+                carry = moved = None
                 if ref.foreground is not None:
-                    carried = carry_foreground(image, warp, ref.foreground)
-                    (_, landed), left = carried
+                    carry = carry_foreground(image, warp, ref.foreground)
+                    (_, landed), left = carry
                     moved = torch.maximum(landed, left.expand_as(landed))
                 parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground, mouth=mouth,
-                                                mouth_colours=inside, carried=carried),
+                                                mouth_colours=inside, carry=carry),
                                       warp.visible, warp.covered, shared, moved))
         reference_covered = (parts[0].reference_covered if reference.image.shape[0] == 1
                              else torch.cat([b.reference_covered for b in parts]))
