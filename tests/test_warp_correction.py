@@ -1,5 +1,5 @@
 """The warp-correcting Animator (GaussianDiffusionConfig.correct_warp) and the warp it corrects:
-fill_warp, the foreground carried with the head, the plate fills, the small preset."""
+fill_warp, the foreground carried with the head, the smooth plate fill, the small preset."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from onehead.errors import ConfigError
 from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
 from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
-from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _fill_texture, _identity_grid, carry_foreground,
-                                 fill_warp, mouth_mask)
+from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_warp,
+                                 mouth_mask)
 from test_animator import SMALL_UNET as UNET  # the same small UNet as the other Animator tests
 
 
@@ -363,31 +363,6 @@ def test_fill_smooth_fills_from_the_surroundings():
     inside = filled[hole].astype(int)
     assert inside.min() >= 50 and inside.max() <= 150  # within the surrounding colours
     assert filled[20, 11].mean() < filled[20, 28].mean()  # darker near the dark side
-
-
-def test_fill_texture_carries_the_backdrop_pattern_into_the_hole(monkeypatch):
-    """Behind moved hair the plate takes the backdrop's own texture (a striped curtain stays
-    striped), where the smooth fill would leave a flat blur; without OpenCV's contrib modules it
-    falls back to the smooth fill."""
-    import cv2
-
-    image = np.zeros((64, 64, 3), np.uint8)
-    image[:, ::4] = 200  # vertical stripes, 1 bright column in 4
-    image[:, 1::4] = 200
-    hole = np.zeros((64, 64), bool)
-    hole[16:48, 16:48] = True
-    filled = _fill_texture(image, hole)
-    assert np.array_equal(filled[~hole], image[~hole])  # the rest untouched
-    columns = filled[20:44, 20:44, 0].astype(float).mean(0)
-    assert columns.std() > 60  # still stripes: bright and dark columns
-    assert set(np.unique(filled[hole])) <= {0, 200}  # pieces of the image, no new colours
-    smooth = _fill_smooth(image, hole)[20:44, 20:44, 0].astype(float).mean(0)
-    assert smooth.std() < 30  # the smooth fill blurs them away
-    assert np.array_equal(_fill_texture(image, hole), filled)  # the kept result, the same
-    monkeypatch.delattr(cv2, "xphoto")
-    other = hole.copy()
-    other[40:44, 10:14] = True  # a new hole: not the kept one
-    np.testing.assert_array_equal(_fill_texture(image, other), _fill_smooth(image, other))
 
 
 def test_training_draws_timesteps_from_min_train_timestep(head, pair):

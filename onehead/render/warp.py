@@ -90,8 +90,7 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
 
     foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
     hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
-    is filled with the backdrop's own texture (`_fill_texture`) instead of Telea, down to the
-    foreground's lowest row (the chin);
+    gets a smooth push-pull fill instead of Telea, down to the foreground's lowest row (the chin);
     below it, behind the neck, Telea carries the torso on from the sides. Without it only the head
     model's surface moves.
 
@@ -110,16 +109,15 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     covered = warp.covered[:, 0].cpu().numpy() > 0
     holes = covered & (warp.visible[:, 0].cpu().numpy() == 0)
     warped = frames_to_uint8(warp.image)
-    # the plate behind what moves: Telea for the head alone; for head and hair the backdrop's own
-    # texture above the carried foreground's lowest row (the chin) and Telea below it, where the
-    # torso goes on
+    # the plate behind what moves: Telea for the head alone; for head and hair a smooth fill above
+    # the carried foreground's lowest row (the chin) and Telea below it, where the torso goes on
     if foreground is None:
         fill = lambda image, hole: _inpaint(image, hole, inpaint_radius)  # noqa: E731
     else:
         rows = np.flatnonzero((foreground[0, 0] > 0.05).any(-1).cpu().numpy())  # the first reference's
         below = np.zeros(reference.shape[-2], bool)
         below[(rows[-1] + 1) if len(rows) else 0:] = True
-        fill = lambda image, hole: _inpaint(_fill_texture(image, hole & ~below[:, None]),  # noqa: E731
+        fill = lambda image, hole: _inpaint(_fill_smooth(image, hole & ~below[:, None]),  # noqa: E731
                                             hole & below[:, None], inpaint_radius)
     shared = len(references) == 1 and len(reference_moving) == 1  # one plate, filled once
     background = fill(references[0], reference_moving[0]) if shared else None
@@ -287,37 +285,6 @@ def _spread(mask: torch.Tensor, values: torch.Tensor | None, reach: float, low: 
     spread = _blur(F.interpolate(values.float() * mask, size=(low, low), mode="area"), kernel)
     spread = spread / near.clamp(min=1e-4)
     return weight, F.interpolate(spread, size=size, mode="bilinear", align_corners=False)
-
-
-_TEXTURE_FILLS: dict = {}  # the last plate: a clip's warp chunks share one reference and hole
-
-
-def _fill_texture(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """Fill a large hole of a uint8 (H, W, 3) image with its surroundings' texture (OpenCV's
-    shift-map inpainting: pieces of the rest of the image moved in, so a curtain or a flag goes on
-    behind a moved head). About a second at 256x256, so the last result is kept. Without OpenCV's
-    contrib modules, or when the shift-map leaves the hole unfilled, the smooth fill."""
-    import hashlib
-
-    import cv2
-
-    if not hole.any():
-        return image.copy()
-    key = hashlib.sha1(np.ascontiguousarray(image).tobytes() + np.packbits(hole).tobytes()).hexdigest()
-    if key not in _TEXTURE_FILLS:
-        filled = None
-        if hasattr(cv2, "xphoto"):
-            filled = np.zeros_like(image)
-            cv2.xphoto.inpaint(np.ascontiguousarray(image), (~hole).astype(np.uint8) * 255, filled,
-                               cv2.xphoto.INPAINT_SHIFTMAP)
-            if not filled[hole].any():
-                filled = None
-        if filled is None:
-            filled = _fill_smooth(image, hole)
-        filled[~hole] = image[~hole]
-        _TEXTURE_FILLS.clear()
-        _TEXTURE_FILLS[key] = filled
-    return _TEXTURE_FILLS[key].copy()
 
 
 def _fill_smooth(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
