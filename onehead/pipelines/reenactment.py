@@ -98,8 +98,8 @@ def moving_foreground(reference: Reference, fade: float = 0.1) -> np.ndarray | N
     if pieces[y, x] == 0:  # the mask misses the face: keep it all
         return moving
     keep = ndimage.binary_dilation(pieces == pieces[y, x], iterations=thin) & core
-    jaw = landmarks[3:14, 0]
-    under_jaw = (weight < 1) & (np.arange(size)[None, :] >= jaw.min()) & (np.arange(size)[None, :] <= jaw.max())
+    jaw, columns = landmarks[3:14, 0], np.arange(size)[None, :]
+    under_jaw = (weight < 1) & (columns >= jaw.min()) & (columns <= jaw.max())
     return moving * ndimage.binary_dilation(keep | under_jaw, iterations=2)  # with its soft edge
 
 

@@ -171,19 +171,16 @@ def fuse_landmarks(fitted: np.ndarray, detected: np.ndarray, valid: np.ndarray,
                    share: tuple[float, float], sigma: float) -> np.ndarray:
     """(T, 68, 2) fitted points moved `share` (inner, jaw) of the way to the detected ones.
 
-    The gap (detected - fitted) is averaged over valid frames with a centred Gaussian of `sigma`
-    frames, so the detector's frame-to-frame noise is damped without delaying the motion, which
-    the fit carries. Frames without a detection borrow the gap of their neighbours (or none).
+    The gap (detected - fitted) is averaged over time with a centred Gaussian of `sigma` frames,
+    so the detector's frame-to-frame noise is damped without delaying the motion, which the fit
+    carries. Frames without a detection take the gap interpolated from their neighbours (none
+    when no frame has one), as the fitted parameters do (`interpolate_invalid`).
     """
     weights = np.full((68, 1), share[0], np.float64)
     weights[:17] = share[1]
-    gap = np.where(valid[:, None, None], np.nan_to_num(detected - fitted), 0.0)
-    counts = valid.astype(np.float64)
+    gap = interpolate_invalid(np.where(valid[:, None, None], np.nan_to_num(detected - fitted), 0.0), valid)
     if sigma > 0 and len(valid) > 1:
         gap = gaussian_filter1d(gap, sigma, axis=0, mode="nearest")
-        counts = gaussian_filter1d(counts, sigma, mode="nearest")
-    gap = gap / np.maximum(counts, 1e-6)[:, None, None]
-    gap[counts < 1e-3] = 0.0
     return (fitted + weights * gap).astype(np.float32)
 
 
