@@ -11,6 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from onehead.cli import main
+from onehead.head.geometry import transferred_rotations
 from onehead.metrics.identity import identity_kept
 from onehead.metrics.motion import (mouth_correlation, mouth_opening, motion_akd, pearson, relative_pose,
                                     similarity_transform)
@@ -105,8 +106,22 @@ def test_relative_pose_applies_the_driving_rotation_to_the_reference():
     asked = relative_pose(driving, reference)
     np.testing.assert_allclose(asked[0], reference, atol=1e-12)  # no motion yet: the reference's pose
     assert np.isnan(asked[2]).all()
-    expected = (Rotation.from_rotvec([0.2, 0, 0]) * Rotation.from_rotvec(reference)).as_rotvec()
+    expected = (Rotation.from_rotvec(reference) * Rotation.from_rotvec([0.2, 0, 0])).as_rotvec()
     np.testing.assert_allclose(asked[3], expected, atol=1e-12)
+
+
+def test_a_drivers_tilt_does_not_turn_a_three_quarter_portrait_further():
+    reference = np.array([0.0, np.radians(45), 0.0])  # turned 45 degrees about the vertical axis
+    tilt = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, np.radians(20)]])  # a frontal driver tilts towards his shoulder
+    asked = Rotation.from_rotvec(transferred_rotations(tilt, tilt[0], reference))
+    forward = asked.apply([0.0, 0.0, 1.0])  # where the face points
+    np.testing.assert_allclose(forward[1], Rotation.from_rotvec(reference).apply([0.0, 0.0, 1.0]), atol=1e-12)
+    # about the camera's axis instead, the same tilt would move where the face points
+    camera_axes = Rotation.from_rotvec(tilt[1]) * Rotation.from_rotvec(reference)
+    assert np.abs(camera_axes.apply([0.0, 0.0, 1.0]) - forward[1]).max() > 0.1
+    # and the reference turns by what the driver turned, relative to itself
+    own_turn = (Rotation.from_rotvec(reference).inv() * asked[1]).magnitude()
+    assert own_turn == pytest.approx(np.radians(20))
 
 
 # ----------------------------------------------------------------------------- flicker

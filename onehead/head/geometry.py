@@ -69,3 +69,14 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[float,
     variance = (xs ** 2).sum() / len(source)
     scale = float((sigma * np.diag(fix)).sum() / variance) if variance > 0 else 1.0
     return scale, rotation, mu_t - scale * mu_s @ rotation.T
+
+
+def transferred_rotations(driving: np.ndarray, first: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The head rotations (T, 3, axis-angle) a reference takes from a driving head: each driving
+    rotation relative to `first`, taken in the head's own frame, R_ref R_first^T R_drv(t). So a nod
+    or a tilt towards the shoulder stays one on a turned portrait; taken about the camera's axes
+    instead, a tilt of a frontal driver would turn a three-quarter view further towards profile."""
+    from scipy.spatial.transform import Rotation
+
+    turn = Rotation.from_rotvec(np.reshape(first, 3)).inv() * Rotation.from_rotvec(np.reshape(driving, (-1, 3)))
+    return (Rotation.from_rotvec(np.reshape(reference, 3)) * turn).as_rotvec()

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from onehead.data.tracking_file import Tracking
-from onehead.head.geometry import similarity_transform
+from onehead.head.geometry import similarity_transform, transferred_rotations
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68, interocular_distance
 from onehead.tracking.stability import MEDIAPIPE_INNER_LIPS, MEDIAPIPE_OUTER_EYES, opening
 
@@ -181,15 +181,13 @@ def motion_akd(prediction: np.ndarray, driving: np.ndarray) -> dict:
 
 def relative_pose(driving_pose: np.ndarray, reference_pose: np.ndarray, anchor: int | None = None) -> np.ndarray:
     """The head rotations a one-shot method is asked to show at the reference's camera (as in
-    onehead.pipelines.reenactment): R_t = R_drv(t) R_drv(anchor)^T R_ref, axis-angle (T, 3). The
-    anchor is the first driving frame with a pose (the default); NaN rows stay NaN."""
+    onehead.pipelines.reenactment: onehead.head.geometry.transferred_rotations), axis-angle (T, 3).
+    The anchor is the first driving frame with a pose (the default); NaN rows stay NaN."""
     driving_pose = np.asarray(driving_pose, np.float64)
     found = np.isfinite(driving_pose).all(1)
     out = np.full_like(driving_pose, np.nan)
     if not found.any() or not np.isfinite(reference_pose).all():
         return out
     anchor = int(np.argmax(found)) if anchor is None else anchor
-    first = Rotation.from_rotvec(driving_pose[anchor])
-    rotations = Rotation.from_rotvec(driving_pose[found]) * first.inv() * Rotation.from_rotvec(np.reshape(reference_pose, 3))
-    out[found] = rotations.as_rotvec()
+    out[found] = transferred_rotations(driving_pose[found], driving_pose[anchor], reference_pose)
     return out

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.spatial.transform import Rotation
 
 from onehead.camera import project, scale_intrinsics
 from onehead.data.images import load_image
 from onehead.data.tracking_file import Tracking, load_tracking
 from onehead.errors import ConfigError
 from onehead.head import MOTION_PARAM_NAMES
+from onehead.head.geometry import transferred_rotations
 
 
 @dataclass
@@ -224,13 +224,12 @@ def _vertices(head, tracking: Tracking) -> torch.Tensor:
 
 
 def _relative_motion(driving: Tracking, reference: Tracking) -> tuple[np.ndarray, np.ndarray]:
-    """Head rotation and translation of the driving frames relative to their first frame,
-    applied to the reference's pose: R_t = R_drv(t) R_drv(0)^T R_ref, x_t = x_ref + x_drv(t) - x_drv(0)."""
-    first = Rotation.from_rotvec(driving.global_pose[0])
-    ref = Rotation.from_rotvec(reference.global_pose[0])
-    rotations = Rotation.from_rotvec(driving.global_pose) * first.inv() * ref
+    """Head rotation and translation of the driving frames relative to their first frame, applied
+    to the reference's pose: the turn in the head's own frame (transferred_rotations), the shift in
+    the camera's, x_t = x_ref + x_drv(t) - x_drv(0)."""
+    rotations = transferred_rotations(driving.global_pose, driving.global_pose[0], reference.global_pose[0])
     translation = reference.translation[0] + driving.translation - driving.translation[0]
-    return rotations.as_rotvec().astype(np.float32), translation.astype(np.float32)
+    return rotations.astype(np.float32), translation.astype(np.float32)
 
 
 def _fit(values: np.ndarray, size: int) -> np.ndarray:
