@@ -366,7 +366,8 @@ def bench_animate(size: int | None = None, frames: int | None = None) -> dict:
         warp = base = None
         if model.config.correct_warp:
             base = timed("warp", lambda: model.warp_base(reference_inputs, params, K, w2c,
-                                                         mouth_interior=settings.mouth_interior))
+                                                         mouth_interior=settings.mouth_interior,
+                                                         pin_neck=settings.pin_neck))
             warp = model.warp_condition(base)[1]
         window = min(frames, settings.window)
         latent = resolution // model.codec.factor

@@ -299,6 +299,10 @@ def test_carry_foreground_marks_what_moved():
     assert bool((moving >= warp.reference_covered).all())  # the head always counts as moving
     near_person = torch.nn.functional.max_pool2d(person.float(), 5, stride=1, padding=2)
     assert float(moving[near_person == 0].max()) == 0  # the backdrop never does (beyond the soft edge)
+    faded = person.clone()
+    faded[..., 52:60, 24:40] = 0.3  # a neck fading out below the head: neither carried nor a hole
+    _, moving = carry_foreground(image, warp, faded)
+    assert float(moving[..., 54:60, 24:40].max()) == 0 and float(moving[..., 20:40, 20:40].min()) == 1
 
 
 def test_mouth_mask_is_the_inner_lip_polygon():
@@ -440,3 +444,44 @@ def test_the_pasted_back_reference_leaves_room_for_the_carried_hair(head):
     assert float(region[..., 50:, :10].max()) == 0  # the backdrop far away is the reference's
     without = animator.background_region(None, None, replace(base, moved=None), margin=0.0)
     assert float(without[moved > 0].max()) == 0
+
+
+def test_neck_base_weights_pin_the_bottom_of_the_neck_only(head):
+    weights = head.neck_base_weights()
+    height = head.v_template[:, 1]
+    assert weights.shape == (head.num_vertices,) and float(weights.min()) >= 0 and float(weights.max()) <= 1
+    assert float(weights[height == height.min()].min()) == 1  # the neck's lowest ring stays with the torso
+    chin = float(head().landmarks68[0, 8, 1])
+    assert float(weights[height > chin].max()) == 0  # the whole head above the chin moves rigidly
+    order = torch.argsort(height)
+    assert bool((weights[order].diff() <= 1e-6).all())  # easing off with height
+
+
+def test_a_pinned_neck_keeps_its_base_where_the_reference_has_it(head, pair):
+    """pin_neck: with a person mask (a photo), the neck's base stays where the reference has it when
+    the head moves, so the torso below it does not tear; without a mask (a synthetic frame) or with
+    pin_neck off, the whole head model moves."""
+    animator = _correcting(head)
+    reference, _ = pair
+    ref = animator.reference_inputs(reference)
+    ref.foreground = torch.ones(1, 1, 64, 64)
+    params = {k: v.clone() for k, v in ref.params.items()}
+    params["translation"] = params["translation"] + torch.tensor([[0.04, 0.0, 0.0]])  # a step sideways
+    ref.K = ref.K.clone()
+    ref.K[:, :2, :2] *= 0.5  # zoomed out: the whole neck in view
+    moved = {pin: animator.model.warp_base(ref, params, ref.K, ref.world_to_cam, pin_neck=pin) for pin in (True, False)}
+
+    def centre(mask, rows):  # the mask's mean column over those rows
+        mask = mask[0, 0, rows]
+        return float((mask * torch.arange(64.0)).sum() / mask.sum())
+
+    rows = torch.nonzero(moved[False].reference_covered[0, 0].sum(1)).flatten()
+    neck, face = slice(int(rows.max()) - 1, int(rows.max()) + 1), slice(int(rows.min()) + 2, int(rows.min()) + 10)
+    shift = {pin: [centre(moved[pin].covered, part) - centre(moved[pin].reference_covered, part) for part in (neck, face)]
+             for pin in (True, False)}
+    assert shift[False][0] > 2 and shift[False][1] > 2  # unpinned, the whole head model steps sideways
+    assert abs(shift[True][0]) < 0.25 * shift[False][0]  # pinned, the neck's base stays
+    assert shift[True][1] == pytest.approx(shift[False][1], abs=0.05)  # and the head above moves as before
+    ref.foreground = None
+    unpinned = animator.model.warp_base(ref, params, ref.K, ref.world_to_cam, pin_neck=True)
+    torch.testing.assert_close(unpinned.covered, moved[False].covered)

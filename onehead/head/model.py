@@ -143,6 +143,16 @@ class HeadModel(torch.nn.Module):
         fixed.num_shape = 0
         return fixed
 
+    def neck_base_weights(self, reach: float = 0.6) -> torch.Tensor:
+        """(V,) in [0, 1]: how much each vertex belongs to the torso rather than the head: 1 at the
+        bottom of the neck, easing to 0 at `reach` of the way up to the chin (mean shape), and 0 on
+        the head. A warp that pins the neck's base with these lets the neck stretch, not slide."""
+        bottom = self.v_template[:, 1].min()
+        with torch.no_grad():
+            chin = self().landmarks68[0, 8, 1]
+        height = ((self.v_template[:, 1] - bottom) / (reach * (chin - bottom))).clamp(0, 1)
+        return 1 - height * height * (3 - 2 * height)  # smoothstep
+
     # ------------------------------------------------------------------ sizes
     @property
     def num_vertices(self) -> int:

@@ -102,7 +102,7 @@ class GaussianDiffusionAnimator(Animator):
             ref.foreground = None
         with torch.no_grad():
             control = self.model.control_maps(params, K, w2c, ref)
-        base = (self.model.warp_base(ref, params, K, w2c, mouth_interior=run.mouth_interior)
+        base = (self.model.warp_base(ref, params, K, w2c, mouth_interior=run.mouth_interior, pin_neck=run.pin_neck)
                 if self.model.config.correct_warp else None)
         frames = self.sample(ref.image, control[None], run, base=base, progress=progress)[0]
         if base is not None:

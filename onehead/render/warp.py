@@ -249,8 +249,9 @@ def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tens
     alpha = F.grid_sample(person, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     alpha = alpha * (1 - warp.covered)
     k = foreground.shape[0]  # 1 or N references
-    # what leaves its place: the foreground with its soft edge (a 2-pixel margin), so no rim of it stays behind
-    edge = F.max_pool2d((foreground > 0.1).to(source.dtype), 5, stride=1, padding=2)
+    # what leaves its place: the solid foreground and a 2-pixel margin (its soft edge), so no rim of it
+    # stays behind; not a faded part (a neck fading out towards the chin), which is not carried either
+    edge = F.max_pool2d((foreground > 0.5).to(source.dtype), 5, stride=1, padding=2)
     moving = torch.maximum(reference_covered[:k], edge * (weight[:k] > threshold))
     return (colours, alpha), moving
 

@@ -106,6 +106,8 @@ class InferenceSettings:
     background_margin: float = 0.08  # the head region grows by this fraction of the image size
     carry_foreground: bool = True  # correct_warp models: a photo's hair, hat and collar beside the head
     # move with it in the warp (onehead.render.warp.carry_foreground); False: only the head moves
+    pin_neck: bool = True  # correct_warp models, photos (a reference with a person mask): the neck's
+    # base stays with the torso and the neck stretches (HeadModel.neck_base_weights); False: it moves rigidly
     correction_margin: float = 0.0  # correct_warp models: the correction is kept on the head (both
     # head masks grown by this fraction of the image size), the filled warp elsewhere; 1 keeps it all
     mouth_interior: bool = True  # correct_warp models: the inside of an open mouth that the reference

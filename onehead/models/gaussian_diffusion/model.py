@@ -248,12 +248,15 @@ class GaussianDiffusionModel(nn.Module):
         return torch.cat(maps)
 
     def warp_base(self, reference: "ReferenceInputs", params: dict, K: torch.Tensor, world_to_cam: torch.Tensor,
-                  chunk: int = 32, mouth_interior: bool = False) -> "WarpBase":
+                  chunk: int = 32, mouth_interior: bool = False, pin_neck: bool = False) -> "WarpBase":
         """What a correct_warp model corrects: the reference warped to each target (N, ...) by the
         head model and filled (onehead.render.warp.fill_warp; with the reference's foreground, its
         hair and hat move with the head), with where it is visible and covered. mouth_interior: the
-        inside of an open mouth that the reference does not show is dark (fill_warp's `mouth`)."""
+        inside of an open mouth that the reference does not show is dark (fill_warp's `mouth`).
+        pin_neck: with a foreground (a photo, whose torso stays), the neck's base stays where the
+        reference has it and the neck stretches (HeadModel.neck_base_weights)."""
         size = self.config.resolution
+        pinned = self.head.neck_base_weights()[None, :, None] if pin_neck and reference.foreground is not None else None
         parts = []
         with torch.no_grad():
             for start in range(0, K.shape[0], chunk):
@@ -264,8 +267,9 @@ class GaussianDiffusionModel(nn.Module):
                     raise ConfigError(f"the reference is {image.shape[-1]} px; this model needs {size} px")
                 posed = self.head(**{k: v[rows] for k, v in params.items()})
                 own = self.head(**ref.params)  # the reference's own posed head
+                target = posed.vertices if pinned is None else posed.vertices + pinned * (own.vertices - posed.vertices)
                 warp = warp_reference(image, self.head.faces, own.vertices, ref.K,
-                                      ref.world_to_cam, posed.vertices, K[rows], world_to_cam[rows],
+                                      ref.world_to_cam, target, K[rows], world_to_cam[rows],
                                       forward=ref.foreground is not None)
                 mouth = inside = None
                 if mouth_interior:
