@@ -477,8 +477,8 @@ def test_a_pinned_neck_keeps_its_base_where_the_reference_has_it(head, pair):
 
     rows = torch.nonzero(moved[False].reference_covered[0, 0].sum(1)).flatten()
     neck, face = slice(int(rows.max()) - 1, int(rows.max()) + 1), slice(int(rows.min()) + 2, int(rows.min()) + 10)
-    shift = {pin: [centre(moved[pin].covered, part) - centre(moved[pin].reference_covered, part) for part in (neck, face)]
-             for pin in (True, False)}
+    shift = {pin: [centre(moved[pin].covered, part) - centre(moved[pin].reference_covered, part)
+                   for part in (neck, face)] for pin in (True, False)}
     assert shift[False][0] > 2 and shift[False][1] > 2  # unpinned, the whole head model steps sideways
     assert abs(shift[True][0]) < 0.25 * shift[False][0]  # pinned, the neck's base stays
     assert shift[True][1] == pytest.approx(shift[False][1], abs=0.05)  # and the head above moves as before
