@@ -377,3 +377,45 @@ def test_carphone_clip(carphone_tracking, head):
     detected = np.linalg.norm(np.diff(_mp68(tracking), axis=0), axis=-1).mean(-1) / iod
     assert np.median(motion) < 0.1
     assert np.median(motion) <= 1.25 * np.median(detected)
+
+
+def test_expression_asymmetry_counts_only_what_moves_one_side(head):
+    """The fit's asymmetry prior penalises an expression's lopsided landmark motion: zero for an
+    open mouth or a brow raise, large for a one-sided smile, which a landmark fit could otherwise
+    trade against a turn of the head."""
+    from onehead.tracking.fit import IBUG68_MIRROR, expression_asymmetry
+
+    mirror = torch.tensor(IBUG68_MIRROR)
+    assert torch.equal(mirror[mirror], torch.arange(68))  # mirroring twice is the identity
+    with torch.no_grad():
+        rest = head(frontal_contour=True).landmarks68[0]
+    flipped = rest[mirror] * torch.tensor([-1.0, 1.0, 1.0])
+    assert (flipped - rest).norm(dim=-1).max() < 1e-3  # the neutral head is its own mirror image
+    lopsided = expression_asymmetry(head).norm(dim=1)
+    for symmetric in ("mouth_open", "brow_raise"):
+        assert lopsided[EXPRESSION_NAMES.index(symmetric)] < 0.01 * lopsided[EXPRESSION_NAMES.index("smile_left")]
+    assert lopsided[EXPRESSION_NAMES.index("smile_left")] > 0.05  # of the eye distance per unit
+
+
+def test_the_asymmetry_prior_keeps_a_turned_symmetric_face_symmetric(head):
+    """A turned head with a symmetric expression: with the prior (the default) the fitted expression
+    moves the two sides alike; without it the fit may lean on one-sided components."""
+    from onehead.tracking.fit import expression_asymmetry
+
+    global_pose = torch.tensor([[0.0, 0.5, 0.0]])
+    expression = torch.zeros(1, head.num_expression)
+    expression[0, EXPRESSION_NAMES.index("mouth_open")] = 0.8
+    expression[0, EXPRESSION_NAMES.index("brow_raise")] = 0.8
+    K = intrinsics(default_focal(512, 512), 512, 512)[None]
+    w2c = default_world_to_cam(batch=1)
+    with torch.no_grad():
+        truth = head(expression=expression, global_pose=global_pose, translation=torch.zeros(1, 3),
+                     landmarks_only=True, frontal_contour=True)
+        targets, _ = project(truth.landmarks68, K, w2c)
+    lopsided = {}
+    for prior in (0.0, FitSettings().asymmetry_prior):
+        fit = fit_frames(head, targets, K, w2c, torch.ones(1, dtype=torch.bool), shape=torch.zeros(head.num_shape),
+                         optimize_shape=False, settings=FitSettings(smooth_weight=0.0, asymmetry_prior=prior))
+        lopsided[prior] = float((fit["expression"] @ expression_asymmetry(head)).norm())
+    assert FitSettings().asymmetry_prior > 0
+    assert lopsided[FitSettings().asymmetry_prior] < 0.5 * lopsided[0.0]

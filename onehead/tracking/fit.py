@@ -7,7 +7,9 @@ The objective for frame t (pixels divided by that frame's inter-ocular distance)
                                                                         (onehead.tracking.dense),
                                                                         rho robust (pseudo-Huber)
   + w_iris |project(pupils) - iris centres|^2                          eye gaze
-  + priors on shape, expression and jaw
+  + priors on shape, expression and jaw, and on the expression's lopsided part (what it moves on
+    one side of the face and not the other: expression_asymmetry), which a landmark fit could
+    otherwise trade against a turn of the head
   + smoothness between consecutive frames (video)
 The jaw points are compared on fixed surface points (the frontal contour), because
 mediapipe's face-oval points are fixed points of its own mesh (FitSettings.dynamic_contour
@@ -44,6 +46,7 @@ class FitSettings:
     expression_prior: float = 5e-5
     jaw_prior: float = 1e-3
     smooth_weight: float = 0.02  # per-frame parameter changes in a video
+    asymmetry_prior: float = 300.0  # the expression's lopsided landmark motion (expression_asymmetry); 0: none
     learning_rate: float = 0.03
 
 
@@ -142,6 +145,7 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
     focal_mask = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 0]])
 
     posing = head if optimize_shape else head.with_shape(shape_param)  # a known shape: cheaper poses
+    asymmetry = expression_asymmetry(head) if settings.asymmetry_prior > 0 else None
 
     def camera() -> torch.Tensor:
         return K + K * focal_mask * (torch.exp(log_focal) - 1)
@@ -170,6 +174,9 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
             return loss
         loss = loss + settings.shape_prior * shape_param.pow(2).sum() * max(frames, 1) ** 0.5
         loss = loss + settings.expression_prior * params["expression"].pow(2).sum()
+        if settings.asymmetry_prior > 0:
+            lopsided = params["expression"] @ asymmetry  # (T, 68 * 3), in eye distances
+            loss = loss + settings.asymmetry_prior * lopsided.pow(2).sum()
         loss = loss + settings.jaw_prior * params["jaw_pose"].pow(2).sum() * 100
         loss = loss + 1e-3 * params["eye_pose"].pow(2).sum()
         if settings.smooth_weight > 0:
@@ -188,6 +195,23 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
     result["shape"] = shape_param.detach()
     result["K"] = camera().detach()
     return result
+
+
+IBUG68_MIRROR = [*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
+                 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
+                 64, 63, 62, 61, 60, 67, 66, 65]  # each iBUG-68 point's mirror image across the face
+
+
+def expression_asymmetry(head: HeadModel) -> torch.Tensor:
+    """(E, 68 * 3): what each expression coefficient moves the 68 landmarks of the neutral head by,
+    less its mirror image, over the eye distance; zero for a symmetric expression (a smile, an open
+    mouth), large for one that moves one side (which a landmark fit can trade against a head turn)."""
+    with torch.no_grad():
+        rest = head(frontal_contour=True).landmarks68[0]
+        moved = head(expression=torch.eye(head.num_expression), frontal_contour=True).landmarks68 - rest
+    mirrored = moved[:, IBUG68_MIRROR] * torch.tensor([-1.0, 1.0, 1.0])
+    eyes = (rest[45] - rest[36]).norm()
+    return ((moved - mirrored) / 2 / eyes).flatten(1)
 
 
 def _run_stages(stages, params, shape_param, log_focal, loss_fn, settings, optimize_shape, optimize_focal):
