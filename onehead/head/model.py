@@ -149,7 +149,7 @@ class HeadModel(torch.nn.Module):
         the head. A warp that pins the neck's base with these lets the neck stretch, not slide."""
         bottom = self.v_template[:, 1].min()
         with torch.no_grad():
-            chin = self().landmarks68[0, 8, 1]
+            chin = self(landmarks_only=True).landmarks68[0, 8, 1]
         height = ((self.v_template[:, 1] - bottom) / (reach * (chin - bottom))).clamp(0, 1)
         return 1 - height * height * (3 - 2 * height)  # smoothstep
 

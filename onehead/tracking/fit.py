@@ -207,8 +207,9 @@ def expression_asymmetry(head: HeadModel) -> torch.Tensor:
     less its mirror image, over the eye distance; zero for a symmetric expression (a smile, an open
     mouth), large for one that moves one side (which a landmark fit can trade against a head turn)."""
     with torch.no_grad():
-        rest = head(frontal_contour=True).landmarks68[0]
-        moved = head(expression=torch.eye(head.num_expression), frontal_contour=True).landmarks68 - rest
+        rest = head(frontal_contour=True, landmarks_only=True).landmarks68[0]
+        moved = head(expression=torch.eye(head.num_expression), frontal_contour=True,
+                     landmarks_only=True).landmarks68 - rest
     mirrored = moved[:, IBUG68_MIRROR] * torch.tensor([-1.0, 1.0, 1.0])
     eyes = (rest[45] - rest[36]).norm()
     return ((moved - mirrored) / 2 / eyes).flatten(1)
