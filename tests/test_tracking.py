@@ -419,3 +419,71 @@ def test_the_asymmetry_prior_keeps_a_turned_symmetric_face_symmetric(head):
         lopsided[prior] = float((fit["expression"] @ expression_asymmetry(head)).norm())
     assert FitSettings().asymmetry_prior > 0
     assert lopsided[FitSettings().asymmetry_prior] < 0.5 * lopsided[0.0]
+
+
+def _depth_targets(head, global_pose: torch.Tensor, scale: float):
+    """DenseTargets on the 51 inner landmark spots: their pixels and (times `scale`, as mediapipe's z
+    is scaled unlike the model's) their relative depth on a head at `global_pose` (T, 3)."""
+    from onehead.head.model import SurfacePoints
+    from onehead.tracking.fit import DenseTargets, relative_depth
+
+    points = SurfacePoints.on(head, head.static_faces, head.static_bary)
+    frames = len(global_pose)
+    K = intrinsics(default_focal(512, 512), 512, 512).expand(frames, 3, 3).clone()
+    w2c = default_world_to_cam(batch=frames)
+    with torch.no_grad():
+        out = head(global_pose=global_pose, translation=torch.zeros(frames, 3), landmarks_only=True,
+                   frontal_contour=True, points=points)
+        pixels, depth = project(out.points, K, w2c)
+    count = len(head.static_faces)
+    dense = DenseTargets(points, pixels, torch.zeros(count), scale * relative_depth(depth, K) + 7.0,
+                         torch.full((count,), 68.0 / count))
+    return dense, out, K, w2c
+
+
+def test_depth_residual_ignores_the_depth_scale_and_sees_a_turn(head):
+    from onehead.tracking.fit import depth_residual, relative_depth
+
+    turned = torch.tensor([[0.0, 0.4, 0.0]])
+    dense, _, K, w2c = _depth_targets(head, turned, scale=0.6)
+    valid = torch.ones(1)
+    for pose, expect_zero in ((turned, True), (torch.zeros(1, 3), False)):
+        with torch.no_grad():
+            out = head(global_pose=pose, translation=torch.zeros(1, 3), landmarks_only=True,
+                       frontal_contour=True, points=dense.points)
+            _, depth = project(out.points, K, w2c)
+        residual = depth_residual(relative_depth(depth, K), dense, valid).abs().mean()
+        assert (residual < 1e-3) if expect_zero else (residual > 1.0), (pose, residual)
+
+
+def test_the_depth_term_pulls_the_fit_towards_the_turn_mediapipe_sees(head):
+    """2D points of a head turned 20 degrees, depth of one turned 30: without the depth term the fit
+    reads 20 degrees; with it the turn is pulled towards 30 (the sign and the wiring of the term)."""
+    deg = np.pi / 180
+    dense_2d, out, K, w2c = _depth_targets(head, torch.tensor([[0.0, 20 * deg, 0.0]]), scale=0.8)
+    dense_3d, _, _, _ = _depth_targets(head, torch.tensor([[0.0, 30 * deg, 0.0]]), scale=0.8)
+    with torch.no_grad():
+        truth = head(global_pose=torch.tensor([[0.0, 20 * deg, 0.0]]), translation=torch.zeros(1, 3),
+                     landmarks_only=True, frontal_contour=True)
+        targets, _ = project(truth.landmarks68, K, w2c)
+    dense = dataclasses.replace(dense_2d, depth=dense_3d.depth)
+    yaw = {}
+    for weight in (0.0, 3.0):
+        fit = fit_frames(head, targets, K, w2c, torch.ones(1, dtype=torch.bool), shape=torch.zeros(head.num_shape),
+                         optimize_shape=False, dense=dense,
+                         settings=FitSettings(smooth_weight=0.0, depth_weight=weight, expression_prior=1.0))
+        yaw[weight] = float(fit["global_pose"][0, 1]) / deg
+    assert abs(yaw[0.0] - 20) < 1.5, yaw
+    assert yaw[3.0] > yaw[0.0] + 2, yaw
+    assert FitSettings().depth_weight > 0
+
+
+def test_detections_carry_mediapipes_depth():
+    from onehead.tracking.landmarks import mediapipe_regions
+    from onehead.tracking.tracker import detect_frames
+
+    detections = detect_frames(np.asarray(astronaut())[None], mode="image")
+    assert detections.valid[0] and detections.depth.shape == (1, 478)
+    depth = detections.depth[0]
+    assert np.isfinite(depth).all()
+    assert depth[1] < depth[mediapipe_regions()["oval"]].mean()  # the nose tip is nearer than the face's rim

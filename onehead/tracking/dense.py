@@ -32,6 +32,8 @@ EMBEDDING_VERSION = 1
 YAWS = (-30.0, -15.0, 0.0, 15.0, 30.0)
 REGION_WEIGHTS = {"lips": 3.0, "eyes": 2.0, "brows": 0.0, "nose": 0.0, "oval": 1.0, "iris": 0.0}
 OTHER_WEIGHT = 0.0  # cheeks, forehead: few features, loosely placed; left out (and so cheaper)
+DEPTH_REGIONS_LEFT_OUT = ("lips", "oval", "iris")  # they move, or sit on the silhouette, whose depth mediapipe guesses
+DEPTH_POINTS = 64  # of the rest, evenly spread: the depth term's points
 CONSISTENT_SPREAD = 0.005  # metres: points mediapipe places more loosely than this count less
 
 
@@ -60,6 +62,24 @@ class DenseEmbedding:
         weights = weights / (1 + (spread / CONSISTENT_SPREAD) ** 2)
         weights[self.samples == 0] = 0
         return (weights * 68 / weights.sum()).astype(np.float32)
+
+    def depth_weights(self, head: HeadModel) -> np.ndarray:
+        """(478,) weights of the depth term (onehead.tracking.fit.depth_residual), summing to 68:
+        DEPTH_POINTS of the points on the face's rigid parts (nose, brows, forehead, cheeks) that the
+        renders placed consistently, spread evenly over them (farthest-point order on the template)."""
+        from onehead.tracking.landmarks import mediapipe_regions
+
+        regions = mediapipe_regions()
+        candidates = np.ones(NUM_POINTS, bool)
+        for region in DEPTH_REGIONS_LEFT_OUT:
+            candidates[regions[region]] = False
+        candidates &= (self.samples > 0) & (np.nan_to_num(self.spread, nan=np.inf) < CONSISTENT_SPREAD)
+        index = np.flatnonzero(candidates)
+        corners = head.v_template[head.faces[torch.as_tensor(self.faces[index])]].numpy()  # (N, 3, 3)
+        chosen = index[_farthest_point_order((corners * self.bary[index, :, None]).sum(1))[:DEPTH_POINTS]]
+        weights = np.zeros(NUM_POINTS, np.float32)
+        weights[chosen] = 68 / len(chosen)
+        return weights
 
 
 def dense_points(head: HeadModel, progress: bool = False) -> SurfacePoints:
@@ -191,6 +211,16 @@ def _medoids(lifted: list, head: HeadModel) -> DenseEmbedding:
         spread[i] = float(np.median(distances[best]))
         samples[i] = len(candidates)
     return DenseEmbedding(faces, bary, spread, samples)
+
+
+def _farthest_point_order(positions: np.ndarray) -> np.ndarray:
+    """Indices of (N, 3) positions, each next one the farthest from those before (an even spread)."""
+    order = [int(np.linalg.norm(positions - positions.mean(0), axis=1).argmin())]
+    nearest = np.linalg.norm(positions - positions[order[0]], axis=1)
+    for _ in range(len(positions) - 1):
+        order.append(int(nearest.argmax()))
+        nearest = np.minimum(nearest, np.linalg.norm(positions - positions[order[-1]], axis=1))
+    return np.array(order)
 
 
 def _head_key(head: HeadModel) -> str:

@@ -6,6 +6,11 @@ The objective for frame t (pixels divided by that frame's inter-ocular distance)
                                                                         their dense embedding
                                                                         (onehead.tracking.dense),
                                                                         rho robust (pseudo-Huber)
+  + sum_k d_k rho(s z_k - mediapipe's z_k)                             the relative depth of 64
+                                                                        rigid points (nose, brows,
+                                                                        cheeks); s fitted, as
+                                                                        mediapipe's depth scale
+                                                                        varies (depth_residual)
   + w_iris |project(pupils) - iris centres|^2                          eye gaze
   + priors on shape, expression and jaw, and on the expression's lopsided part (what it moves on
     one side of the face and not the other: expression_asymmetry), which a landmark fit could
@@ -46,7 +51,9 @@ class FitSettings:
     expression_prior: float = 5e-5
     jaw_prior: float = 1e-3
     smooth_weight: float = 0.02  # per-frame parameter changes in a video
-    asymmetry_prior: float = 300.0  # the expression's lopsided landmark motion (expression_asymmetry); 0: none
+    asymmetry_prior: float = 1000.0  # the expression's lopsided landmark motion (expression_asymmetry); 0: none
+    depth_weight: float = 3.0  # mediapipe's relative depth of the rigid points (DenseTargets.depth); 0: none
+    depth_robust_scale: float = 0.03  # of the eye distance, as dense_robust_scale
     learning_rate: float = 0.03
 
 
@@ -63,9 +70,12 @@ class DenseTargets:
     points: SurfacePoints  # (P) on the head model: the fitted ones of mediapipe's 478
     pixels: torch.Tensor  # (T, P, 2) detected, pixels (any finite value on lost frames)
     weights: torch.Tensor  # (P,)
+    depth: torch.Tensor | None = None  # (T, P) mediapipe's relative depth, pixels (any finite value where unused)
+    depth_weights: torch.Tensor | None = None  # (P,) the depth term's weights (0: 2D only)
 
     def select(self, frames) -> "DenseTargets":
-        return DenseTargets(self.points, self.pixels[frames], self.weights)
+        return DenseTargets(self.points, self.pixels[frames], self.weights,
+                            None if self.depth is None else self.depth[frames], self.depth_weights)
 
 
 def landmark_weights(settings: FitSettings) -> torch.Tensor:
@@ -159,10 +169,14 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
         residual = (pixels - targets) / iod[:, None, None]
         per_frame = (residual.pow(2).sum(-1) * weights).sum(-1)
         if dense is not None:
-            found, _ = project(out.points, K_now, world_to_cam)
+            found, depth = project(out.points, K_now, world_to_cam)
             squared = ((found - dense.pixels) / iod[:, None, None]).pow(2).sum(-1)
             robust = pseudo_huber(squared, settings.dense_robust_scale)
             per_frame = per_frame + settings.dense_weight * (robust * dense.weights).sum(-1)
+            if dense.depth is not None and settings.depth_weight > 0:
+                depth_res = depth_residual(relative_depth(depth, K_now), dense, valid_f) / iod[:, None]
+                robust = pseudo_huber(depth_res.pow(2), settings.depth_robust_scale)
+                per_frame = per_frame + settings.depth_weight * (robust * dense.depth_weights).sum(-1)
         if iris is not None and not rigid_only:
             pupils, _ = project(out.pupils, K_now, world_to_cam)
             iris_res = (pupils - iris) / iod[:, None, None]
@@ -195,6 +209,26 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
     result["shape"] = shape_param.detach()
     result["K"] = camera().detach()
     return result
+
+
+def relative_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """(T, P) camera depths -> each point's depth behind the points' mean, in pixels (focal x depth
+    offset / mean depth): the units of mediapipe's z."""
+    mean = depth.mean(-1, keepdim=True)
+    return K[:, 0, 0, None] * (depth - mean) / mean
+
+
+def depth_residual(model_depth: torch.Tensor, dense: DenseTargets, valid: torch.Tensor) -> torch.Tensor:
+    """(T, P) model depth x s - mediapipe's depth, both relative to their weighted mean; s, one
+    least-squares scale over the valid frames, because mediapipe's depth scale differs from face to
+    face (0.5-1.1 of the model's on synthetic heads). The residual says how the surface is turned,
+    which a landmark fit reads short: a head that turns moves its nose in depth."""
+    w = dense.depth_weights / dense.depth_weights.sum()
+    model = model_depth - (model_depth * w).sum(-1, keepdim=True)
+    seen = dense.depth - (dense.depth * w).sum(-1, keepdim=True)
+    weight = w * valid[:, None]
+    scale = (weight * model * seen).sum() / (weight * model * model).sum().clamp(min=1e-9)
+    return model * scale - seen
 
 
 IBUG68_MIRROR = [*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,

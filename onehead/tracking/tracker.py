@@ -71,6 +71,7 @@ class Detections:
     points: np.ndarray  # (T, 478, 2) pixels
     valid: np.ndarray  # (T,) bool
     seconds: float = 0.0
+    depth: np.ndarray | None = None  # (T, 478) mediapipe's relative depth, pixels (smaller: nearer)
 
     def ibug68(self) -> np.ndarray:
         return self.points[:, list(MEDIAPIPE_TO_IBUG68)]
@@ -88,16 +89,16 @@ class Detections:
 def detect_frames(frames: np.ndarray, mode: str, progress: bool = False) -> Detections:
     """Run mediapipe on (T, H, W, 3) uint8 frames."""
     start = time.perf_counter()
-    points = np.full((len(frames), 478, 2), np.nan, np.float32)
+    points = np.full((len(frames), 478, 3), np.nan, np.float32)
     valid = np.zeros(len(frames), bool)
     with LandmarkDetector(mode=mode) as detector:
         for t, frame in enumerate(tqdm(frames, desc="landmarks", unit="frame", disable=not progress,
                                        leave=False)):
             found = detector.detect(np.ascontiguousarray(frame))
             if found is not None:
-                points[t] = found.points[:, :2]
+                points[t] = found.points
                 valid[t] = True
-    return Detections(points, valid, time.perf_counter() - start)
+    return Detections(points[..., :2], valid, time.perf_counter() - start, points[..., 2])
 
 
 def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int, int],
@@ -115,7 +116,7 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
     K = intrinsics(focal, height, width).expand(frames, 3, 3).clone()
     w2c = default_world_to_cam(batch=frames)
     settings = options.fit
-    dense = _dense_targets(head, detections, options.progress) if options.dense else None
+    dense = _dense_targets(head, detections, options.progress, options.residual_smoothing) if options.dense else None
     dense_at = (lambda rows: None) if dense is None else dense.select
 
     # 1. shape (and focal) from keyframes, fitted together from a cold start
@@ -145,14 +146,24 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
     return _tracking_from_fit(head, params, detections, K, w2c, image_size, fps, options)
 
 
-def _dense_targets(head: HeadModel, detections: Detections, progress: bool) -> DenseTargets:
+def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigma: float) -> DenseTargets:
+    """mediapipe's points for the fit; their depth is averaged over `sigma` frames (a centred
+    Gaussian: no lag), because mediapipe's z shakes more than its x and y."""
     from onehead.tracking.dense import dense_embedding
 
     embedding = dense_embedding(head, progress)  # built once per head model (about 5 s), then cached
     weights = embedding.weights()
-    used = np.flatnonzero(weights > 0)  # the points with weight: a cheaper fit
+    depth_weights = embedding.depth_weights(head) if detections.depth is not None else np.zeros_like(weights)
+    used = np.flatnonzero((weights > 0) | (depth_weights > 0))  # the points with weight: a cheaper fit
     pixels = np.nan_to_num(interpolate_invalid(detections.points[:, used], detections.valid))
-    return DenseTargets(embedding.points(head, used), torch.from_numpy(pixels), torch.from_numpy(weights[used]))
+    depth = None
+    if detections.depth is not None:
+        depth = np.nan_to_num(interpolate_invalid(detections.depth[:, used], detections.valid))
+        if sigma > 0 and len(depth) > 1:
+            depth = gaussian_filter1d(depth, sigma, axis=0, mode="nearest")
+        depth = torch.from_numpy(depth)
+    return DenseTargets(embedding.points(head, used), torch.from_numpy(pixels), torch.from_numpy(weights[used]),
+                        depth, torch.from_numpy(depth_weights[used]))
 
 
 def _without_smoothing(settings: FitSettings) -> FitSettings:
