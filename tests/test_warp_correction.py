@@ -12,7 +12,7 @@ import torch
 from onehead.errors import ConfigError
 from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
 from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
-from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_warp,
+from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_mirrored, fill_warp,
                                  mouth_mask)
 from test_animator import SMALL_UNET as UNET  # the same small UNet as the other Animator tests
 
@@ -367,6 +367,34 @@ def test_fill_smooth_fills_from_the_surroundings():
     inside = filled[hole].astype(int)
     assert inside.min() >= 50 and inside.max() <= 150  # within the surrounding colours
     assert filled[20, 11].mean() < filled[20, 28].mean()  # darker near the dark side
+
+
+def test_fill_mirrored_carries_the_backdrops_texture_into_the_hole():
+    """Vertical stripes 4 pixels wide behind a round hole (where a head was): the mirrored fill keeps
+    them (a 2-pixel shift of the pattern would swap every stripe); the smooth fill leaves grey."""
+    columns = np.arange(64)
+    image = np.repeat(np.where((columns // 4) % 2 == 0, 40, 200).astype(np.uint8)[None, :, None], 64, 0)
+    image = np.repeat(image, 3, 2)
+    rows, cols = np.mgrid[:64, :64]
+    hole = (rows - 32) ** 2 + (cols - 32) ** 2 < 14 ** 2
+    mirrored, smooth = fill_mirrored(image, hole, soften=0), _fill_smooth(image, hole)
+    assert np.array_equal(mirrored[~hole], image[~hole])  # the rest untouched
+    assert mirrored[hole].std() > 0.6 * image.std()  # texture, not a blob
+    assert smooth[hole].std() < 0.3 * image.std()
+    # the stripes' phase holds across the hole's left and right edges (mirrored about a column edge)
+    edge_rows = slice(28, 37)
+    left_edge = int(np.flatnonzero(hole[32])[0])
+    assert np.abs(mirrored[edge_rows, left_edge:left_edge + 2].astype(int)
+                  - image[edge_rows, left_edge - 2:left_edge][:, ::-1].astype(int)).max() <= 1
+
+
+def test_fill_mirrored_falls_back_where_the_reflection_leaves_the_image():
+    image = np.full((32, 32, 3), 90, np.uint8)
+    hole = np.zeros((32, 32), bool)
+    hole[:, :20] = True  # from the left border: most reflections land in the hole or outside
+    filled = fill_mirrored(image, hole)
+    assert np.array_equal(filled, image)  # a plain backdrop stays plain, smooth fallback included
+    assert fill_mirrored(image, np.zeros((32, 32), bool)) is not image
 
 
 def test_training_draws_timesteps_from_min_train_timestep(head, pair):

@@ -90,7 +90,8 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
 
     foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
     hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
-    gets a smooth push-pull fill instead of Telea, down to the foreground's lowest row (the chin);
+    gets the backdrop around it mirrored in (`fill_mirrored`) instead of Telea, down to the
+    foreground's lowest row (the chin);
     below it, behind the neck, Telea carries the torso on from the sides. Without it only the head
     model's surface moves.
 
@@ -109,7 +110,7 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     covered = warp.covered[:, 0].cpu().numpy() > 0
     holes = covered & (warp.visible[:, 0].cpu().numpy() == 0)
     warped = frames_to_uint8(warp.image)
-    # the plate behind what moves: Telea for the head alone; for head and hair a smooth fill above
+    # the plate behind what moves: Telea for the head alone; for head and hair a mirrored fill above
     # the carried foreground's lowest row (the chin) and Telea below it, where the torso goes on
     if foreground is None:
         fill = lambda image, hole: _inpaint(image, hole, inpaint_radius)  # noqa: E731
@@ -117,7 +118,7 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         rows = np.flatnonzero((foreground[0, 0] > 0.05).any(-1).cpu().numpy())  # the first reference's
         below = np.zeros(reference.shape[-2], bool)
         below[(rows[-1] + 1) if len(rows) else 0:] = True
-        fill = lambda image, hole: _inpaint(_fill_smooth(image, hole & ~below[:, None]),  # noqa: E731
+        fill = lambda image, hole: _inpaint(fill_mirrored(image, hole & ~below[:, None]),  # noqa: E731
                                             hole & below[:, None], inpaint_radius)
     shared = len(references) == 1 and len(reference_moving) == 1  # one plate, filled once
     background = fill(references[0], reference_moving[0]) if shared else None
@@ -288,6 +289,34 @@ def _spread(mask: torch.Tensor, values: torch.Tensor | None, reach: float, low: 
     return weight, F.interpolate(spread, size=size, mode="bilinear", align_corners=False)
 
 
+def fill_mirrored(image: np.ndarray, hole: np.ndarray, soften: float = 1.5) -> np.ndarray:
+    """Fill a hole of a uint8 (H, W, 3) image with the backdrop around it mirrored in: each hole
+    pixel takes the pixel as far beyond its nearest edge point as it lies inside, so a backdrop's
+    texture (curtain folds, a window frame) goes on behind where a head was, where a smooth fill
+    leaves a pale blob. The fill is softened by a Gaussian of `soften` pixels (the seams where the
+    nearest edge jumps); pixels whose reflection leaves the image or lands in the hole take the
+    smooth push-pull fill (`_fill_smooth`)."""
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+
+    if not hole.any():
+        return image.copy()
+    height, width = hole.shape
+    smooth = _fill_smooth(image, hole)
+    _, (near_rows, near_cols) = distance_transform_edt(hole, return_indices=True)
+    rows, cols = np.mgrid[:height, :width]
+    source_rows, source_cols = 2 * near_rows - rows, 2 * near_cols - cols
+    ok = (source_rows >= 0) & (source_rows < height) & (source_cols >= 0) & (source_cols < width)
+    source_rows, source_cols = np.clip(source_rows, 0, height - 1), np.clip(source_cols, 0, width - 1)
+    ok &= ~hole[source_rows, source_cols]
+    mirrored = np.where(ok[..., None], image[source_rows, source_cols], smooth).astype(np.float32)
+    if soften > 0:
+        mirrored = cv2.GaussianBlur(mirrored, (0, 0), soften)
+    out = image.copy()
+    out[hole] = np.clip(mirrored[hole] + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 def _fill_smooth(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Fill a large hole of a uint8 (H, W, 3) image smoothly from its surroundings (push-pull:
     mask-weighted averages over an image pyramid, coarse levels filling what fine ones lack)."""
@@ -300,7 +329,9 @@ def _fill_smooth(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
         levels.append((cv2.pyrDown(colours).reshape(-1, (colours.shape[1] + 1) // 2, 3),
                        cv2.pyrDown(weights).reshape(-1, (weights.shape[1] + 1) // 2, 1)))
     colours, weights = levels[-1]
-    filled = colours / np.maximum(weights, 1e-6)
+    # the coarsest level: its empty pixels (a hole as wide as the image's side) take the known mean
+    mean = image[~hole].reshape(-1, 3).astype(np.float32).mean(0) if (~hole).any() else np.zeros(3, np.float32)
+    filled = np.where(weights > 1e-3, colours / np.maximum(weights, 1e-6), mean)
     for colours, weights in reversed(levels[:-1]):
         up = cv2.resize(filled, (colours.shape[1], colours.shape[0]), interpolation=cv2.INTER_LINEAR)
         trust = np.clip(weights, 0, 1)
