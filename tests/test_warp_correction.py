@@ -12,7 +12,7 @@ import torch
 from onehead.errors import ConfigError
 from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
 from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
-from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_mirrored, fill_warp,
+from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_mirrored, fill_warp, seams_between,
                                  mouth_mask)
 from test_animator import SMALL_UNET as UNET  # the same small UNet as the other Animator tests
 
@@ -386,6 +386,19 @@ def test_fill_mirrored_carries_the_backdrops_texture_into_the_hole():
     left_edge = int(np.flatnonzero(hole[32])[0])
     assert np.abs(mirrored[edge_rows, left_edge:left_edge + 2].astype(int)
                   - image[edge_rows, left_edge - 2:left_edge][:, ::-1].astype(int)).max() <= 1
+
+
+def test_seams_between_finds_thin_gaps_between_the_head_and_the_carried_hair_only():
+    rows, cols = np.mgrid[:96, :96]
+    radius = np.hypot(rows - 48, cols - 48)
+    head = radius < 20
+    thin_ring = (radius >= 23) & (radius < 30)  # hair 3 pixels off the head's edge
+    far_ring = (radius >= 32) & (radius < 40)  # 12 pixels off: the backdrop between, not a seam
+    seams = seams_between(head, thin_ring)
+    assert seams[48, 48 + 21] and seams[48 - 22, 48]  # the gap, all round
+    assert not (seams & (head | thin_ring)).any()
+    assert not seams_between(head, far_ring)[(radius > 21) & (radius < 31)].any()
+    assert not seams_between(head, np.zeros_like(head)).any()  # the head alone: its outline is no seam
 
 
 def test_fill_mirrored_falls_back_where_the_reflection_leaves_the_image():

@@ -129,7 +129,8 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         if foreground is not None:
             frame[carried_alpha[i]] = carried_colours[i][carried_alpha[i]]
         frame[covered[i]] = warped[i][covered[i]]
-        frame = _inpaint(frame, holes[i], inpaint_radius)
+        gaps = seams_between(covered[i], carried_alpha[i]) if foreground is not None else False
+        frame = _inpaint(frame, holes[i] | gaps, inpaint_radius)
         if mouth is not None:
             unseen = (holes[i] | ~covered[i]).astype(np.float32)
             weight = (mouth[i, 0].cpu().numpy() * unseen)[..., None]
@@ -139,6 +140,17 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         out.append(frame)
     frames = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
     return frames.to(warp.image.device)
+
+
+def seams_between(head: np.ndarray, carried: np.ndarray, width: int = 7) -> np.ndarray:
+    """(H, W) bool: the thin gaps (under `width` pixels) between the warped head (H, W) and the
+    foreground carried beside it, where the two motions part (a turning head's scalp edge against
+    its hair) and the plate behind would show through as an arc; they are inpainted from both sides."""
+    import cv2
+
+    person = (head | carried).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))
+    return (cv2.morphologyEx(person, cv2.MORPH_CLOSE, kernel) > 0) & (person == 0)
 
 
 def mouth_mask(landmarks68: torch.Tensor, height: int, width: int, soften: float = 1.0) -> torch.Tensor:
