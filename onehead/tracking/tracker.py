@@ -157,7 +157,7 @@ def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigm
     used = np.flatnonzero((weights > 0) | (depth_weights > 0))  # the points with weight: a cheaper fit
     pixels = np.nan_to_num(interpolate_invalid(detections.points[:, used], detections.valid))
     depth = None
-    if detections.depth is not None:
+    if detections.depth is not None and depth_weights.any():
         depth = np.nan_to_num(interpolate_invalid(detections.depth[:, used], detections.valid))
         if sigma > 0 and len(depth) > 1:
             depth = gaussian_filter1d(depth, sigma, axis=0, mode="nearest")
