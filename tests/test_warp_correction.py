@@ -12,7 +12,7 @@ import torch
 from onehead.errors import ConfigError
 from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
 from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
-from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_mirrored, fill_warp, seams_between,
+from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_mirrored, fill_warp, seams_between, without_specks,
                                  mouth_mask)
 from test_animator import SMALL_UNET as UNET  # the same small UNet as the other Animator tests
 
@@ -399,6 +399,19 @@ def test_seams_between_finds_thin_gaps_between_the_head_and_the_carried_hair_onl
     assert not (seams & (head | thin_ring)).any()
     assert not seams_between(head, far_ring)[(radius > 21) & (radius < 31)].any()
     assert not seams_between(head, np.zeros_like(head)).any()  # the head alone: its outline is no seam
+
+
+def test_without_specks_drops_loose_wisps_only():
+    head = np.zeros((64, 64), bool)
+    head[20:40, 20:40] = True
+    carried = np.zeros_like(head)
+    carried[18:42, 40:44] = True  # hair against the head
+    carried[5, 5] = carried[6, 6] = True  # a wisp on its own
+    carried[50:60, 50:60] = True  # a large piece on its own (a hat brim): kept
+    kept = without_specks(carried, head)
+    assert kept[30, 41] and kept[55, 55]
+    assert not kept[5, 5] and not kept[6, 6]
+    assert not (kept & ~carried).any()
 
 
 def test_fill_mirrored_falls_back_where_the_reflection_leaves_the_image():

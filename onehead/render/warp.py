@@ -127,6 +127,7 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         r = 0 if len(references) == 1 else i
         frame = (background if shared else fill(references[r], reference_moving[min(i, len(reference_moving) - 1)])).copy()
         if foreground is not None:
+            carried_alpha[i] = without_specks(carried_alpha[i], covered[i])
             frame[carried_alpha[i]] = carried_colours[i][carried_alpha[i]]
         frame[covered[i]] = warped[i][covered[i]]
         gaps = seams_between(covered[i], carried_alpha[i]) if foreground is not None else False
@@ -140,6 +141,19 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         out.append(frame)
     frames = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
     return frames.to(warp.image.device)
+
+
+def without_specks(carried: np.ndarray, head: np.ndarray, smallest: float = 0.001) -> np.ndarray:
+    """(H, W) bool: the carried foreground less its loose specks, the pieces that touch neither the
+    head nor anything larger than `smallest` of the image (stray wisps of a soft hair mask, which
+    would float beside the moved head)."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((carried | head).astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= smallest * carried.size
+    keep[np.unique(labels[head])] = True
+    keep[0] = False  # the background label
+    return carried & keep[labels]
 
 
 def seams_between(head: np.ndarray, carried: np.ndarray, width: int = 7) -> np.ndarray:
