@@ -38,6 +38,19 @@ def test_surface_points_are_the_same_with_and_without_landmarks_only(head):
     assert head(**params).points is None
 
 
+def test_surface_points_at_a_vertex_pose_only_that_vertex(head):
+    faces = torch.tensor([10, 200, 3000])
+    bary = torch.tensor([[0.0, 1.0, 0.0], [0.2, 0.0, 0.8], [0.3, 0.3, 0.4]])
+    points = SurfacePoints.on(head, faces, bary)
+    assert len(points.vertex_ids) == 1 + 2 + 3  # zero-weight corners are not posed
+    params = _motion(head)
+    fast = head(**params, points=points, landmarks_only=True)
+    full = head(**params)
+    corners = full.vertices[:, head.faces[faces]]  # (T, 3, 3, 3)
+    torch.testing.assert_close(fast.points, (corners * bary[None, :, :, None]).sum(2))
+    torch.testing.assert_close(fast.points[:, 0], full.vertices[:, head.faces[10, 1]])
+
+
 def test_surface_points_reject_bad_input(head):
     from onehead.errors import ConfigError
 

@@ -64,6 +64,9 @@ class SurfacePoints:
         if len(faces) and (faces.min() < 0 or faces.max() >= len(head.faces)):
             raise ConfigError(f"surface points name faces outside the head model's {len(head.faces)}")
         corners = head.faces[faces]  # (P, 3)
+        # a corner of zero weight is swapped for the point's heaviest: the same point, one vertex fewer to pose
+        heaviest = corners.gather(1, bary.argmax(1, keepdim=True)).expand_as(corners)
+        corners = torch.where(bary > 0, corners, heaviest)
         vertex_ids, local = torch.unique(corners.reshape(-1), return_inverse=True)
         return cls(faces, bary, vertex_ids, local.view(-1, 3))
 

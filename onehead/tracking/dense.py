@@ -78,7 +78,7 @@ class DenseEmbedding:
         corners = head.v_template[head.faces[torch.as_tensor(self.faces[index])]].numpy()  # (N, 3, 3)
         chosen = index[_farthest_point_order((corners * self.bary[index, :, None]).sum(1))[:DEPTH_POINTS]]
         weights = np.zeros(NUM_POINTS, np.float32)
-        weights[chosen] = 68 / len(chosen)
+        weights[chosen] = 68 / max(len(chosen), 1)
         return weights
 
 

@@ -38,8 +38,8 @@ from onehead.head.model import MOTION_PARAM_NAMES, HeadModel, SurfacePoints
 class FitSettings:
     """Weights and iteration counts of the landmark fit."""
 
-    rigid_iterations: int = 60  # rotation and translation only, from a cold start
-    iterations: int = 160  # everything, from a cold start
+    rigid_iterations: int = 40  # rotation and translation only, from a cold start
+    iterations: int = 100  # everything, from a cold start
     warm_iterations: int = 50  # everything, warm-started video chunks
     jaw_contour_weight: float = 1.0
     dynamic_contour: bool = False  # compare the jaw points with the contour at the current yaw, not the frontal one
@@ -48,7 +48,7 @@ class FitSettings:
     dense_robust_scale: float = 0.03  # of the eye distance: beyond it a residual counts ~linearly
     iris_weight: float = 0.5
     shape_prior: float = 2e-5
-    expression_prior: float = 5e-5
+    expression_prior: float = 5e-4
     jaw_prior: float = 1e-3
     smooth_weight: float = 0.02  # per-frame parameter changes in a video
     asymmetry_prior: float = 1000.0  # the expression's lopsided landmark motion (expression_asymmetry); 0: none

@@ -34,7 +34,7 @@ from onehead.data.images import is_image_path, load_image
 from onehead.data.tracking_file import Tracking
 from onehead.data.video import read_frames
 from onehead.errors import ConfigError, MediaReadError, NoFaceError
-from onehead.head.model import HeadModel, load_head_model
+from onehead.head.model import HeadModel, SurfacePoints, load_head_model
 from onehead.tracking.fit import (FITTED_PARAM_NAMES, UNFITTED_PARAM_NAMES, DenseTargets, FitSettings, fit_frames,
                                   interpolate_invalid)
 from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68, LandmarkDetector
@@ -155,6 +155,9 @@ def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigm
     weights = embedding.weights()
     depth_weights = embedding.depth_weights(head) if detections.depth is not None else np.zeros_like(weights)
     used = np.flatnonzero((weights > 0) | (depth_weights > 0))  # the points with weight: a cheaper fit
+    faces, bary = embedding.faces[used], embedding.bary[used].copy()
+    depth_only = weights[used] == 0  # snapped to their nearest vertex: fewer vertices to pose
+    bary[depth_only] = np.eye(3, dtype=bary.dtype)[bary[depth_only].argmax(1)]
     pixels = np.nan_to_num(interpolate_invalid(detections.points[:, used], detections.valid))
     depth = None
     if detections.depth is not None and depth_weights.any():
@@ -162,7 +165,7 @@ def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigm
         if sigma > 0 and len(depth) > 1:
             depth = gaussian_filter1d(depth, sigma, axis=0, mode="nearest")
         depth = torch.from_numpy(depth)
-    return DenseTargets(embedding.points(head, used), torch.from_numpy(pixels), torch.from_numpy(weights[used]),
+    return DenseTargets(SurfacePoints.on(head, faces, bary), torch.from_numpy(pixels), torch.from_numpy(weights[used]),
                         depth, torch.from_numpy(depth_weights[used]))
 
 
