@@ -383,9 +383,10 @@ def test_expression_asymmetry_counts_only_what_moves_one_side(head):
     """The fit's asymmetry prior penalises an expression's lopsided landmark motion: zero for an
     open mouth or a brow raise, large for a one-sided smile, which a landmark fit could otherwise
     trade against a turn of the head."""
-    from onehead.tracking.fit import IBUG68_MIRROR, expression_asymmetry
+    from onehead.tracking.fit import expression_asymmetry
+    from onehead.tracking.landmarks import IBUG68_FLIP
 
-    mirror = torch.tensor(IBUG68_MIRROR)
+    mirror = torch.tensor(IBUG68_FLIP)
     assert torch.equal(mirror[mirror], torch.arange(68))  # mirroring twice is the identity
     with torch.no_grad():
         rest = head(frontal_contour=True).landmarks68[0]

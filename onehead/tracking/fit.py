@@ -32,6 +32,7 @@ import torch
 
 from onehead.camera import project
 from onehead.head.model import MOTION_PARAM_NAMES, HeadModel, SurfacePoints
+from onehead.tracking.landmarks import IBUG68_FLIP
 
 
 @dataclass
@@ -231,11 +232,6 @@ def depth_residual(model_depth: torch.Tensor, dense: DenseTargets, valid: torch.
     return model * scale - seen
 
 
-IBUG68_MIRROR = [*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
-                 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
-                 64, 63, 62, 61, 60, 67, 66, 65]  # each iBUG-68 point's mirror image across the face
-
-
 def expression_asymmetry(head: HeadModel) -> torch.Tensor:
     """(E, 68 * 3): what each expression coefficient moves the 68 landmarks of the neutral head by,
     less its mirror image, over the eye distance; zero for a symmetric expression (a smile, an open
@@ -244,7 +240,7 @@ def expression_asymmetry(head: HeadModel) -> torch.Tensor:
         rest = head(frontal_contour=True, landmarks_only=True).landmarks68[0]
         moved = head(expression=torch.eye(head.num_expression), frontal_contour=True,
                      landmarks_only=True).landmarks68 - rest
-    mirrored = moved[:, IBUG68_MIRROR] * torch.tensor([-1.0, 1.0, 1.0])
+    mirrored = moved[:, list(IBUG68_FLIP)] * torch.tensor([-1.0, 1.0, 1.0])
     eyes = (rest[45] - rest[36]).norm()
     return ((moved - mirrored) / 2 / eyes).flatten(1)
 
