@@ -76,7 +76,7 @@ class DenseEmbedding:
         candidates &= (self.samples > 0) & (np.nan_to_num(self.spread, nan=np.inf) < CONSISTENT_SPREAD)
         index = np.flatnonzero(candidates)
         corners = head.v_template[head.faces[torch.as_tensor(self.faces[index])]].numpy()  # (N, 3, 3)
-        chosen = index[_farthest_point_order((corners * self.bary[index, :, None]).sum(1))[:DEPTH_POINTS]]
+        chosen = index[_farthest_points((corners * self.bary[index, :, None]).sum(1), DEPTH_POINTS)]
         weights = np.zeros(NUM_POINTS, np.float32)
         weights[chosen] = 68 / max(len(chosen), 1)
         return weights
@@ -213,11 +213,12 @@ def _medoids(lifted: list, head: HeadModel) -> DenseEmbedding:
     return DenseEmbedding(faces, bary, spread, samples)
 
 
-def _farthest_point_order(positions: np.ndarray) -> np.ndarray:
-    """Indices of (N, 3) positions, each next one the farthest from those before (an even spread)."""
+def _farthest_points(positions: np.ndarray, count: int) -> np.ndarray:
+    """Indices of `count` of the (N, 3) positions, each next one the farthest from those before (an
+    even spread), starting from the one nearest their mean."""
     order = [int(np.linalg.norm(positions - positions.mean(0), axis=1).argmin())]
     nearest = np.linalg.norm(positions - positions[order[0]], axis=1)
-    for _ in range(len(positions) - 1):
+    for _ in range(min(count, len(positions)) - 1):
         order.append(int(nearest.argmax()))
         nearest = np.minimum(nearest, np.linalg.norm(positions - positions[order[-1]], axis=1))
     return np.array(order)
