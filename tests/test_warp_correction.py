@@ -12,8 +12,8 @@ import torch
 from onehead.errors import ConfigError
 from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
 from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
-from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_mirrored, fill_warp, seams_between, without_specks,
-                                 mouth_mask)
+from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_mirrored,
+                                 fill_warp, mouth_mask, seams_between, without_specks)
 from test_animator import SMALL_UNET as UNET  # the same small UNet as the other Animator tests
 
 

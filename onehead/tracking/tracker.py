@@ -53,7 +53,8 @@ class TrackOptions:
     dense: bool = True  # also fit mediapipe's lip, eye and face-oval points (onehead.tracking.dense)
     fit: FitSettings = field(default_factory=FitSettings)
     detection_share: tuple[float, float] = (0.7, 0.8)  # of mediapipe's points in landmarks68: (inner 51, jaw 17)
-    residual_smoothing: float = 2.0  # frames (Gaussian sigma) over which a video's fit-to-detection gap, and mediapipe's depth for the fit, are averaged
+    residual_smoothing: float = 2.0  # frames (Gaussian sigma) over which a video's fit-to-detection gap
+    # is averaged, and mediapipe's depth for the fit's depth term
     progress: bool = True
     max_frames: int | None = None
 
