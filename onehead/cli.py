@@ -454,6 +454,8 @@ def cmd_eval(args) -> int:
 
     if args.task == "landmarks":
         return _eval_landmarks(args)
+    if args.task == "tracking":
+        return _eval_tracking(args)
     args.model = None if args.model is None else [_model_folder(m) for m in args.model]
     models = [m for m in (args.model or []) if m != "none"]
     real, views = args.task == "real", args.task == "views"
@@ -543,6 +545,36 @@ def _eval_landmarks(args) -> int:
     print(f"landmarks on {report['data']['items']} labelled images of {args.data} (NME over the outer-eye-corner "
           "distance):")
     print(format_table(report, per_sequence=True))
+    print(f"report -> {args.out}")
+    return 0
+
+
+def _eval_tracking(args) -> int:
+    """`onehead eval --task tracking`: the tracker against synthetic truth (onehead.evaluation.tracking)."""
+    from onehead.errors import ConfigError
+    from onehead.evaluation.run import command_line, format_table, write_report
+    from onehead.evaluation.tracking import TrackingEvalOptions, evaluate_tracking
+
+    if args.data is None:
+        raise ConfigError("--task tracking needs --data: a synthetic dataset (onehead synth), whose tracking is the truth")
+    others = [flag for flag, value in (("--model", args.model), ("--references", args.references),
+                                       ("--driving", args.driving), ("--video", args.video), ("--frames", args.frames),
+                                       ("--yaws", args.yaws), ("--max-frames", args.max_frames)) if value]
+    if others:
+        raise ConfigError(f"--task tracking scores the tracker; it takes --data, --out and --max-items, "
+                          f"not {', '.join(others)}")
+    check_outputs([Output("--out", args.out, "report")], [("--data", args.data)])
+    report = evaluate_tracking(args.data, TrackingEvalOptions(progress=not args.quiet, command=command_line(),
+                                                              max_items=args.max_items))
+    write_report(report, args.out)
+    data = report["data"]
+    print(f"tracking on {data['items']} views of {args.data} ({data['frames']} frames) against the exact truth:")
+    print(format_table(report))
+    for view in report["methods"]["onehead"]["per_view"]:
+        by_view = {**report, "methods": {name: {"mean": entry["per_view"][view], "seconds_per_frame":
+                                                entry["seconds_per_frame"]} for name, entry in report["methods"].items()}}
+        print(f"view {view}:")
+        print(format_table(by_view))
     print(f"report -> {args.out}")
     return 0
 
@@ -760,11 +792,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "against the driving frames; flicker). ")
     p.add_argument("--data", default=None,
                    help="dataset folder for self, cross and avatar, or the references of views (frame 0 of "
-                        "each sequence) (onehead synth, datasets/prepare_video.py); labelled images for landmarks")
-    p.add_argument("--task", required=True, choices=("self", "cross", "real", "views", "avatar", "landmarks"),
+                        "each sequence) (onehead synth, datasets/prepare_video.py); labelled images for landmarks; a synthetic dataset for tracking")
+    p.add_argument("--task", required=True, choices=("self", "cross", "real", "views", "avatar", "landmarks", "tracking"),
                    help="self or cross-identity reenactment on --data, real portraits x a driving video, "
                         "landmarks: the tracker's 68 points against labelled images (--data: IMAGE.png with "
                         "IMAGE.pts in 300-W's format beside it; mediapipe's points as the baseline), "
+                        "tracking: the tracker against the exact truth of a synthetic --data (head rotation, "
+                        "its gains, expression, jaw, 68 points), "
                         "views: multi-view consistency (portraits or --data references turned on a yaw sweep, "
                         "re-tracked), or avatar: person-specific avatars (--model) on the frames of --data they "
                         "did not train on, against the nearest training frame")
