@@ -488,3 +488,39 @@ def test_detections_carry_mediapipes_depth():
     depth = detections.depth[0]
     assert np.isfinite(depth).all()
     assert depth[1] < depth[mediapipe_regions()["oval"]].mean()  # the nose tip is nearer than the face's rim
+
+
+def test_landmarks_on_dense_read_a_head_whose_points_lie_where_mediapipe_places_them(head):
+    """Detections made exactly where the dense embedding says mediapipe puts its 478 points, on a
+    head with its own shape and expression, turned and nodding: comparing mediapipe's 68 with
+    those same places (`landmarks_on_dense`) reads the pose closer than comparing them with the
+    head's own iBUG landmarks, which sit elsewhere on the surface."""
+    from scipy.spatial.transform import Rotation
+
+    from onehead.tracking.dense import dense_points
+    from onehead.tracking.tracker import Detections, fit_sequence
+
+    deg = np.pi / 180
+    generator = torch.Generator().manual_seed(3)
+    pose = torch.tensor([[10 * deg, 15 * deg, 0.0]])
+    size = 512
+    K = intrinsics(default_focal(size, size), size, size)[None]
+    w2c = default_world_to_cam(batch=1)
+    with torch.no_grad():
+        out = head(shape=torch.randn(1, head.num_shape, generator=generator) * 0.7,
+                   expression=torch.randn(1, head.num_expression, generator=generator) * 0.3,
+                   global_pose=pose, translation=torch.zeros(1, 3), points=dense_points(head))
+        pixels, depth = project(out.points, K, w2c)
+        pupils, _ = project(out.pupils, K, w2c)
+    pixels = pixels.numpy()
+    pixels[0, 468], pixels[0, 473] = pupils[0, 1].numpy(), pupils[0, 0].numpy()
+    depth = depth.numpy()
+    detections = Detections(pixels.astype(np.float32), np.ones(1, bool), 0.0,
+                            (K[0, 0, 0].item() * (depth - depth.mean()) / depth.mean()).astype(np.float32))
+    error = {}
+    for on_dense in (False, True):
+        options = TrackOptions(progress=False, fit=FitSettings(landmarks_on_dense=on_dense))
+        tracking = fit_sequence(head, detections, (size, size), options)
+        found = Rotation.from_rotvec(tracking.global_pose[0].astype(np.float64))
+        error[on_dense] = np.degrees((found * Rotation.from_rotvec(pose[0].double().numpy()).inv()).magnitude())
+    assert error[True] < 0.5 * error[False], error

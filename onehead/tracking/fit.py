@@ -46,6 +46,8 @@ class FitSettings:
     dynamic_contour: bool = False  # compare the jaw points with the contour at the current yaw, not the frontal one
     landmark_weight: float = 1.0  # the 68-point term
     dense_weight: float = 1.0  # the 478-point term (when the fit is given DenseTargets)
+    landmarks_on_dense: bool = False  # compare mediapipe's 68 with its own places on the head (the dense
+    # embedding) instead of the head's iBUG landmarks: consistent with how the points were found
     dense_robust_scale: float = 0.03  # of the eye distance: beyond it a residual counts ~linearly
     iris_weight: float = 0.5
     shape_prior: float = 2e-5
@@ -73,10 +75,11 @@ class DenseTargets:
     weights: torch.Tensor  # (P,)
     depth: torch.Tensor | None = None  # (T, P) mediapipe's relative depth, pixels (any finite value where unused)
     depth_weights: torch.Tensor | None = None  # (P,) the depth term's weights (0: 2D only)
+    landmarks: torch.Tensor | None = None  # (68,) which of `points` are mediapipe's iBUG-68 points
 
     def select(self, frames) -> "DenseTargets":
         return DenseTargets(self.points, self.pixels[frames], self.weights,
-                            None if self.depth is None else self.depth[frames], self.depth_weights)
+                            None if self.depth is None else self.depth[frames], self.depth_weights, self.landmarks)
 
 
 def landmark_weights(settings: FitSettings) -> torch.Tensor:
@@ -166,7 +169,8 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
         out = posing(frontal_contour=not settings.dynamic_contour, landmarks_only=True, neck_pose=None,
                      points=None if dense is None else dense.points, **shape_kw, **params)
         K_now = camera()
-        pixels, _ = project(out.landmarks68, K_now, world_to_cam)
+        on_dense = settings.landmarks_on_dense and dense is not None and dense.landmarks is not None
+        pixels, _ = project(out.points[:, dense.landmarks] if on_dense else out.landmarks68, K_now, world_to_cam)
         residual = (pixels - targets) / iod[:, None, None]
         per_frame = (residual.pow(2).sum(-1) * weights).sum(-1)
         if dense is not None:

@@ -117,7 +117,8 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
     K = intrinsics(focal, height, width).expand(frames, 3, 3).clone()
     w2c = default_world_to_cam(batch=frames)
     settings = options.fit
-    dense = _dense_targets(head, detections, options.progress, options.residual_smoothing) if options.dense else None
+    dense = _dense_targets(head, detections, options.progress, options.residual_smoothing,
+                           settings.landmarks_on_dense) if options.dense else None
     dense_at = (lambda rows: None) if dense is None else dense.select
 
     # 1. shape (and focal) from keyframes, fitted together from a cold start
@@ -147,7 +148,8 @@ def fit_sequence(head: HeadModel, detections: Detections, image_size: tuple[int,
     return _tracking_from_fit(head, params, detections, K, w2c, image_size, fps, options)
 
 
-def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigma: float) -> DenseTargets:
+def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigma: float,
+                   with_landmarks: bool = False) -> DenseTargets:
     """mediapipe's points for the fit; their depth is averaged over `sigma` frames (a centred
     Gaussian: no lag), because mediapipe's z shakes more than its x and y."""
     from onehead.tracking.dense import dense_embedding
@@ -155,9 +157,11 @@ def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigm
     embedding = dense_embedding(head, progress)  # built once per head model (about 5 s), then cached
     weights = embedding.weights()
     depth_weights = embedding.depth_weights(head) if detections.depth is not None else np.zeros_like(weights)
-    used = np.flatnonzero((weights > 0) | (depth_weights > 0))  # the points with weight: a cheaper fit
+    mapped = np.zeros_like(weights, bool)
+    mapped[list(MEDIAPIPE_TO_IBUG68)] = with_landmarks
+    used = np.flatnonzero((weights > 0) | (depth_weights > 0) | mapped)  # the points with weight: a cheaper fit
     faces, bary = embedding.faces[used], embedding.bary[used].copy()
-    depth_only = weights[used] == 0  # snapped to their nearest vertex: fewer vertices to pose
+    depth_only = (weights[used] == 0) & ~mapped[used]  # snapped to their nearest vertex: fewer vertices to pose
     bary[depth_only] = np.eye(3, dtype=bary.dtype)[bary[depth_only].argmax(1)]
     pixels = np.nan_to_num(interpolate_invalid(detections.points[:, used], detections.valid))
     depth = None
@@ -166,8 +170,10 @@ def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigm
         if sigma > 0 and len(depth) > 1:
             depth = gaussian_filter1d(depth, sigma, axis=0, mode="nearest")
         depth = torch.from_numpy(depth)
+    position = {index: row for row, index in enumerate(used)}
+    landmarks = torch.tensor([position[index] for index in MEDIAPIPE_TO_IBUG68]) if with_landmarks else None
     return DenseTargets(SurfacePoints.on(head, faces, bary), torch.from_numpy(pixels), torch.from_numpy(weights[used]),
-                        depth, torch.from_numpy(depth_weights[used]))
+                        depth, torch.from_numpy(depth_weights[used]), landmarks)
 
 
 def _without_smoothing(settings: FitSettings) -> FitSettings:
