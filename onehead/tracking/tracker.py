@@ -41,7 +41,7 @@ from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68, LandmarkDetector
 
 IRIS_CENTERS = (468, 473)
 KEYFRAMES = 16
-CHUNK = 64
+CHUNK = 128  # frames fitted together after the keyframes (fewer, larger batches: faster per frame)
 
 
 @dataclass
