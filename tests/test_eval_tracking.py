@@ -57,6 +57,18 @@ def test_the_expression_distance_is_what_the_expression_moves(truth_set, head):
     assert wider["jaw_deg"] == pytest.approx(10.0, abs=1e-3) and wider["expression_mm"] > 1
 
 
+def test_the_mouth_opening_is_scored_by_r_and_gain(truth_set, head):
+    truth = _truth(truth_set)
+    jaw = np.zeros_like(truth.jaw_pose)
+    jaw[:, 0] = np.linspace(0.0, 0.25, len(jaw))  # the mouth opens over the clip
+    talking = replace(truth, jaw_pose=jaw)
+    same = summarise([compare(talking, talking, head)])
+    assert same["mouth_r"] == pytest.approx(1.0) and same["mouth_gain"] == pytest.approx(1.0)
+    half = replace(truth, jaw_pose=jaw * 0.5)
+    scores = summarise([compare(half, talking, head)])
+    assert scores["mouth_r"] > 0.99 and 0.3 < scores["mouth_gain"] < 0.7  # read at about half
+
+
 def test_a_fixed_offset_is_a_rotation_error_and_not_a_motion_error(truth_set, head):
     truth = _truth(truth_set)
     offset = Rotation.from_euler("x", 5, degrees=True)

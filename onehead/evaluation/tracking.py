@@ -51,6 +51,9 @@ TRACKING_METRICS = {
     "expression_l1": "mean absolute error of the expression coefficients (AED against the truth)",
     "expression_mm": "distance of the face's dense points posed with the tracked and the true expression and "
                      "jaw, on the true identity at rest, millimetres (mean)",
+    "mouth_r": "Pearson r of the mouth's opening (inner-lip gap over the eye distance of the face at rest), "
+               "tracked against true, all frames pooled",
+    "mouth_gain": "tracked over true mouth opening, a least-squares slope of the two about their means (1: exact)",
     "jaw_deg": "error of the jaw's opening (its rotation about the head's x axis), degrees (mean over frames)",
     "nme": "mean distance of the reported 68 points from the truth's, over its outer-eye-corner distance",
     "nme_jaw": "the same over the 17 jaw points",
@@ -80,22 +83,24 @@ def turns_from_first(rotations: Rotation) -> np.ndarray:
     return (rotations * rotations[0].inv()).as_rotvec()
 
 
-def expression_distance(head: HeadModel, tracked: Tracking, truth: Tracking) -> np.ndarray:
-    """(T,) mean distance in mm of the face's dense points with the tracked and the true expression
-    and jaw, on the true identity at rest (what the expression does, whatever its coefficients)."""
+def faces_at_rest(head: HeadModel, tracking: Tracking, shape: np.ndarray):
+    """The head with `shape` and the tracking's expression and jaw, unposed: HeadOutput whose
+    points are the face's 478 dense points (onehead.tracking.dense) and landmarks68 its 68."""
     import torch
 
     from onehead.tracking.dense import dense_points
 
-    points = dense_points(head)
-    shape = torch.from_numpy(np.asarray(truth.shape, np.float32))[None]
+    with torch.no_grad():
+        return head(shape=torch.from_numpy(np.asarray(shape, np.float32))[None],
+                    expression=torch.from_numpy(np.asarray(tracking.expression, np.float32)),
+                    jaw_pose=torch.from_numpy(np.asarray(tracking.jaw_pose, np.float32)),
+                    landmarks_only=True, frontal_contour=True, points=dense_points(head))
 
-    def face(tracking):
-        with torch.no_grad():
-            return head(shape=shape, expression=torch.from_numpy(np.asarray(tracking.expression, np.float32)),
-                        jaw_pose=torch.from_numpy(np.asarray(tracking.jaw_pose, np.float32)),
-                        landmarks_only=True, points=points).points
-    return 1000 * (face(tracked) - face(truth)).norm(dim=-1).mean(-1).numpy()
+
+def mouth_opening(face) -> np.ndarray:
+    """(T,) inner-lip gap (iBUG 62-66) over the outer-eye-corner distance of faces at rest."""
+    lips = (face.landmarks68[:, 66] - face.landmarks68[:, 62]).norm(dim=-1)
+    return (lips / (face.landmarks68[:, 45] - face.landmarks68[:, 36]).norm(dim=-1)).numpy()
 
 
 def neutral_like(tracking: Tracking) -> Tracking:
@@ -112,6 +117,7 @@ def compare(tracked: Tracking, truth: Tracking, head: HeadModel) -> dict:
                              f"{len(truth.expression)} frames, the tracking {tracked.expression.shape[1]} over "
                              f"{len(tracked.expression)}: track with the head model that rendered the data")
     ours, true = head_in_camera(tracked), head_in_camera(truth)
+    face, true_face = faces_at_rest(head, tracked, truth.shape), faces_at_rest(head, truth, truth.shape)
     ours_turn, true_turn = turns_from_first(ours), turns_from_first(true)
     motion = (Rotation.from_rotvec(ours_turn) * Rotation.from_rotvec(true_turn).inv()).magnitude()
     labels = truth.landmarks68.astype(np.float64)
@@ -122,7 +128,8 @@ def compare(tracked: Tracking, truth: Tracking, head: HeadModel) -> dict:
         "motion_deg": np.degrees(motion),
         "turn_ours": ours_turn, "turn_true": true_turn,
         "expression_l1": np.abs(tracked.expression - truth.expression).mean(-1),
-        "expression_mm": expression_distance(head, tracked, truth),
+        "expression_mm": 1000 * (face.points - true_face.points).norm(dim=-1).mean(-1).numpy(),
+        "mouth_ours": mouth_opening(face), "mouth_true": mouth_opening(true_face),
         "jaw_deg": np.degrees(np.abs(tracked.jaw_pose[:, 0] - truth.jaw_pose[:, 0])),  # the opening
         "distance": np.linalg.norm(tracked.landmarks68 - labels, axis=-1) / eyes,  # (T, 68)
         "distance_mediapipe": np.linalg.norm(detected - labels, axis=-1) / eyes,  # NaN where lost
@@ -142,6 +149,10 @@ def summarise(parts: list[dict]) -> dict:
     for name, axis in AXES.items():
         true = pooled["turn_true"][:, axis]
         scores[name] = float((pooled["turn_ours"][:, axis] * true).sum() / max((true * true).sum(), 1e-12))
+    ours, true = pooled["mouth_ours"] - pooled["mouth_ours"].mean(), pooled["mouth_true"] - pooled["mouth_true"].mean()
+    spread = float(np.sqrt((ours * ours).sum() * (true * true).sum()))
+    scores["mouth_r"] = float((ours * true).sum() / spread) if spread > 0 else None
+    scores["mouth_gain"] = float((ours * true).sum() / (true * true).sum()) if (true * true).sum() > 0 else None
     scores.update(_nme(pooled["distance"]))
     return scores
 
