@@ -526,20 +526,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _eval_landmarks(args) -> int:
-    """`onehead eval --task landmarks`: the tracker on labelled images (onehead.evaluation.landmarks)."""
+def _check_tracker_task(args, data: str, takes: str) -> None:
+    """The tasks that score the tracker, not a model: --data is `data`; the model tasks' flags are refused."""
     from onehead.errors import ConfigError
-    from onehead.evaluation.landmarks import LandmarkOptions, evaluate_landmarks
-    from onehead.evaluation.run import command_line, format_table, write_report
 
     if args.data is None:
-        raise ConfigError("--task landmarks needs --data: a folder of images, each with its .pts labels beside it")
+        raise ConfigError(f"--task {args.task} needs --data: {data}")
     others = [flag for flag, value in (("--model", args.model), ("--references", args.references),
                                        ("--driving", args.driving), ("--video", args.video), ("--frames", args.frames),
                                        ("--yaws", args.yaws), ("--max-frames", args.max_frames)) if value]
     if others:
-        raise ConfigError(f"--task landmarks scores the tracker; it takes --data and --out, not {', '.join(others)}")
+        raise ConfigError(f"--task {args.task} scores the tracker; it takes {takes}, not {', '.join(others)}")
     check_outputs([Output("--out", args.out, "report")], [("--data", args.data)])
+
+
+def _eval_landmarks(args) -> int:
+    """`onehead eval --task landmarks`: the tracker on labelled images (onehead.evaluation.landmarks)."""
+    from onehead.evaluation.landmarks import LandmarkOptions, evaluate_landmarks
+    from onehead.evaluation.run import command_line, format_table, write_report
+
+    _check_tracker_task(args, "a folder of images, each with its .pts labels beside it", "--data and --out")
     report = evaluate_landmarks(args.data, LandmarkOptions(progress=not args.quiet, command=command_line()))
     write_report(report, args.out)
     print(f"landmarks on {report['data']['items']} labelled images of {args.data} (NME over the outer-eye-corner "
@@ -551,19 +557,11 @@ def _eval_landmarks(args) -> int:
 
 def _eval_tracking(args) -> int:
     """`onehead eval --task tracking`: the tracker against synthetic truth (onehead.evaluation.tracking)."""
-    from onehead.errors import ConfigError
     from onehead.evaluation.run import command_line, format_table, write_report
     from onehead.evaluation.tracking import TrackingEvalOptions, evaluate_tracking
 
-    if args.data is None:
-        raise ConfigError("--task tracking needs --data: a synthetic dataset (onehead synth), whose tracking is the truth")
-    others = [flag for flag, value in (("--model", args.model), ("--references", args.references),
-                                       ("--driving", args.driving), ("--video", args.video), ("--frames", args.frames),
-                                       ("--yaws", args.yaws), ("--max-frames", args.max_frames)) if value]
-    if others:
-        raise ConfigError(f"--task tracking scores the tracker; it takes --data, --out and --max-items, "
-                          f"not {', '.join(others)}")
-    check_outputs([Output("--out", args.out, "report")], [("--data", args.data)])
+    _check_tracker_task(args, "a synthetic dataset (onehead synth), whose tracking is the truth",
+                        "--data, --out and --max-items")
     report = evaluate_tracking(args.data, TrackingEvalOptions(progress=not args.quiet, command=command_line(),
                                                               max_items=args.max_items))
     write_report(report, args.out)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
