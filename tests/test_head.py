@@ -442,3 +442,19 @@ def test_head_layer_imports_nothing_above_it(tmp_path):
     from onehead.data import samples  # data keeps the same function for its callers
     from onehead.cache import default_cache_dir
     assert samples.default_cache_dir is default_cache_dir
+
+
+def test_the_head_is_the_same_whatever_torchs_thread_count():
+    """A model reloaded in another process (another thread count) must equal the saved one: the
+    buffers derived when the head is built may not depend on the order of a parallel sum."""
+    before = torch.get_num_threads()
+    heads = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            heads.append(load_head_model())
+    finally:
+        torch.set_num_threads(before)
+    one, two = (dict(h.named_buffers()) for h in heads)
+    assert one.keys() == two.keys()
+    assert all(torch.equal(one[k], two[k]) for k in one), [k for k in one if not torch.equal(one[k], two[k])]

@@ -101,8 +101,11 @@ class HeadModel(torch.nn.Module):
         self.register_buffer("dynamic_faces", i64(data.dynamic_lmk_faces))
         self.register_buffer("dynamic_bary", f32(data.dynamic_lmk_bary))
         self.register_buffer("neck_kin_chain", torch.tensor(NECK_KIN_CHAIN, dtype=torch.long))
-        self.register_buffer("j_template", self.j_regressor @ self.v_template)  # (5, 3)
-        self.register_buffer("j_dirs", torch.einsum("jv,vcs->jcs", self.j_regressor, self.dirs))
+        # in float64, then rounded: the same bits whatever torch's thread count (which changes the
+        # order of a float32 sum, and a reloaded model must equal the saved one)
+        regressor = self.j_regressor.double()
+        self.register_buffer("j_template", (regressor @ self.v_template.double()).float())  # (5, 3)
+        self.register_buffer("j_dirs", torch.einsum("jv,vcs->jcs", regressor, self.dirs.double()).float())
         self.uv_coords = None if data.uv_coords is None else torch.tensor(np.asarray(data.uv_coords))
         self.uv_faces = None if data.uv_faces is None else torch.tensor(np.asarray(data.uv_faces))
         self._build_landmark_subset()
