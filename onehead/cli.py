@@ -526,18 +526,21 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _check_tracker_task(args, data: str, takes: str) -> None:
-    """The tasks that score the tracker, not a model: --data is `data`; the model tasks' flags are refused."""
+def _check_tracker_task(args, data: str, takes: str, video: bool = False) -> None:
+    """The tasks that score the tracker, not a model: --data is `data`; the model tasks' flags are
+    refused (--video too, unless the task writes one)."""
     from onehead.errors import ConfigError
 
     if args.data is None:
         raise ConfigError(f"--task {args.task} needs --data: {data}")
     others = [flag for flag, value in (("--model", args.model), ("--references", args.references),
-                                       ("--driving", args.driving), ("--video", args.video), ("--frames", args.frames),
-                                       ("--yaws", args.yaws), ("--max-frames", args.max_frames)) if value]
+                                       ("--driving", args.driving), ("--video", None if video else args.video),
+                                       ("--frames", args.frames), ("--yaws", args.yaws),
+                                       ("--max-frames", args.max_frames)) if value]
     if others:
         raise ConfigError(f"--task {args.task} scores the tracker; it takes {takes}, not {', '.join(others)}")
-    check_outputs([Output("--out", args.out, "report")], [("--data", args.data)])
+    check_outputs([Output("--out", args.out, "report")]
+                  + ([Output("--video", args.video, "video")] if video and args.video else []), [("--data", args.data)])
 
 
 def _eval_landmarks(args) -> int:
@@ -561,9 +564,9 @@ def _eval_tracking(args) -> int:
     from onehead.evaluation.tracking import TrackingEvalOptions, evaluate_tracking
 
     _check_tracker_task(args, "a synthetic dataset (onehead synth), whose tracking is the truth",
-                        "--data, --out and --max-items")
+                        "--data, --out, --video and --max-items", video=True)
     report = evaluate_tracking(args.data, TrackingEvalOptions(progress=not args.quiet, command=command_line(),
-                                                              max_items=args.max_items))
+                                                              max_items=args.max_items, video=args.video))
     write_report(report, args.out)
     data = report["data"]
     print(f"tracking on {data['items']} views of {args.data} ({data['frames']} frames) against the exact truth:")
@@ -573,7 +576,7 @@ def _eval_tracking(args) -> int:
                                                 entry["seconds_per_frame"]} for name, entry in report["methods"].items()}}
         print(f"view {view}:")
         print(format_table(by_view))
-    print(f"report -> {args.out}")
+    print(f"report -> {args.out}" + (f"; grid video -> {args.video}" if args.video else ""))
     return 0
 
 

@@ -91,8 +91,9 @@ def test_a_turn_read_at_half_is_a_turn_gain_of_a_half(truth_set, head):
 
 
 def test_eval_tracking_end_to_end(truth_set, tmp_path, capsys):
-    out = tmp_path / "tracking.json"
-    assert main(["eval", "--task", "tracking", "--data", str(truth_set), "--out", str(out), "--quiet"]) == 0
+    out, video = tmp_path / "tracking.json", tmp_path / "tracking.mp4"
+    assert main(["eval", "--task", "tracking", "--data", str(truth_set), "--out", str(out), "--video", str(video),
+                 "--quiet"]) == 0
     report = json.loads(out.read_text())
     assert report["data"]["items"] == 2 and report["data"]["frames"] == 12
     ours, mediapipe = report["methods"]["onehead"], report["methods"]["mediapipe"]
@@ -107,6 +108,10 @@ def test_eval_tracking_end_to_end(truth_set, tmp_path, capsys):
     assert np.isfinite(ours["mean"]["expression_mm"]) and np.isfinite(ours["mean"]["turn_gain"])
     printed = capsys.readouterr().out
     assert "rotation_deg" in printed and "view cam00:" in printed
+    from onehead.data.video import read_video
+
+    frames, _ = read_video(video)  # every frame of both views: the truth | the tracked head, side by side
+    assert len(frames) == 12 and frames.shape[2] == 2 * (frames.shape[1] - 28)
 
 
 def test_eval_tracking_refuses_data_without_truth_and_models(truth_set, tmp_path, capsys):

@@ -18,7 +18,9 @@ focal length, not the truth's), and compared with the parameters that rendered i
   with mediapipe's mapped points from the same run as the baseline.
 
 The summary row pools every frame of every view (medians for the angles, slopes over all frames
-for the gains); `per_view` pools each camera view (synth's cam00 is near-frontal).
+for the gains); `per_view` pools each camera view (synth's cam00 is near-frontal). The grid video
+shows each view's frames twice: with the true head's mesh and 68 points, and with the tracked
+head's, its reported 68 points (red) and mediapipe's (green).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class TrackingEvalOptions:
     command: str = ""
     max_items: int | None = None
     track: TrackOptions | None = None  # default: the tracker's own defaults
+    video: str | None = None  # a grid video: each view's frames with the true head | the tracked one
 
 
 def head_in_camera(tracking: Tracking) -> Rotation:
@@ -194,12 +197,14 @@ def evaluate_tracking(root: str | Path, options: TrackingEvalOptions | None = No
 
     from onehead.head.model import load_head_model
     from onehead.tracking.tracker import TrackOptions, track_frames
+    from onehead.tracking.visualize import overlay_tracking
 
     options = options or TrackingEvalOptions()
     track_options = options.track or TrackOptions(progress=False)
     views = truth_views(root)[: options.max_items]
     heads = {}
     parts, neutral, lost, seconds, frames = {}, {}, {}, 0.0, 0
+    grid = []
     for sequence, view_name, view in tqdm(views, desc="tracking", unit="view", disable=not options.progress):
         truth = view.tracking
         if truth.head_model not in heads:
@@ -216,9 +221,16 @@ def evaluate_tracking(root: str | Path, options: TrackingEvalOptions | None = No
         finally:
             seconds += time.perf_counter() - start
         parts[(sequence, view_name)] = compare(tracked, truth, heads[truth.head_model])
+        if options.video:
+            grid.append(np.concatenate([overlay_tracking(pixels, truth, heads[truth.head_model], show_detections=False),
+                                        overlay_tracking(pixels, tracked, heads[truth.head_model])], axis=2))
         neutral[(sequence, view_name)] = compare(neutral_like(tracked), truth, heads[truth.head_model])
     if not parts:
         raise NoFaceError(f"--data {root}: mediapipe found no face in any view")
+    if options.video:
+        from onehead.evaluation.run import _write_grid
+
+        _write_grid(options.video, grid, ["truth: mesh, 68 points", "onehead: mesh, 68, mediapipe"])
 
     def rows(summary, parts=parts):
         def scores(keys):
