@@ -57,6 +57,7 @@ def test_mouth_r_of_a_linear_signal_is_one_and_lost_frames_are_left_out():
     output[2] = np.nan  # a frame without a face
     result = mouth_correlation(output, _mesh_points(driving))
     assert result["r"] == pytest.approx(1.0) and result["frames"] == 5 and result["left_out"] == 1
+    assert result["gain"] == pytest.approx(0.25)  # half the gap on a face twice as wide: a quarter of the opening
     assert result["output_no_face"] == 1
     assert pearson(driving, -driving)["r"] == pytest.approx(-1.0)
     # hand computation: x = (1, 2, 3), y = (1, 3, 2): r = 0.5
@@ -215,6 +216,7 @@ def test_eval_real_end_to_end_on_tiny_inputs(head, tiny_inputs, tmp_path, capsys
     copy, warp = report["methods"]["copy_reference"], report["methods"]["mesh_warp"]
     assert copy["mean"]["flicker"] == 0.0  # the copy never changes
     assert copy["mean"]["mouth_r"] is None  # its mouth never moves: r is undefined, not a number
+    assert copy["mean"]["mouth_gain"] is None
     assert warp["mean"]["flicker"] is not None and model["mean"]["flicker"] is not None
     assert set(warp["per_sequence"]) == {"portrait"}
     assert "| model (32², upsampled) |" in printed and "| mesh_warp · portrait |" in printed

@@ -47,6 +47,9 @@ REAL_METRICS = {
     "mouth_r": "Pearson r over the clip between the mouth opening of the output and of the driving frames "
                "(mediapipe inner-lip gap, points 13-14, over the outer-eye-corner distance, 33-263); frames "
                "without a face on either side left out; the mean is over references (higher is better)",
+    "mouth_gain": "how wide the output's mouth opens against the driving's: the least-squares slope of its "
+                  "opening (as for mouth r, over each face's own eye distance) on the driving's; 1 opens as wide, "
+                  "0.5 half as wide; the mean is over references",
     "aed": "mean L1 of the tracked expression coefficients and jaw pose, output against the driving frames",
     "apd": "mean L1 of the tracked head rotation (axis-angle, radians) against the rotation asked for: the "
            "driving rotation relative to its first frame, applied to the reference's tracked rotation",
@@ -62,7 +65,7 @@ REAL_METRICS = {
 }
 # per-frame keys whose NaNs are frames without a face (counted under "failures")
 FACE_KEYS = ("csim", "csim_distance", "aed", "apd", "pose_angle_deg", "akd", "akd_iod")
-MOTION_KEYS = ("mouth_r", "aed", "apd", "pose_angle_deg", "akd", "akd_iod")
+MOTION_KEYS = ("mouth_r", "mouth_gain", "aed", "apd", "pose_angle_deg", "akd", "akd_iod")
 
 
 @dataclass
@@ -285,6 +288,7 @@ def _scores(frames, still, anchor: _Anchor, embedder, metric_head, driving, driv
         mouth = motion_metrics.mouth_correlation(motion_metrics.mouth_points(tracking, count),
                                                  motion_metrics.mouth_points(driving, count))
         clip["mouth_r"] = None if np.isnan(mouth["r"]) else mouth["r"]
+        clip["mouth_gain"] = None if np.isnan(mouth["gain"]) else mouth["gain"]
         clip["mouth_frames_left_out"] = mouth["left_out"]
         nan = np.full(count, np.nan)
         if tracking is None or driving is None:
@@ -347,8 +351,9 @@ def _report(methods, records, portraits, path, driving_name, driving_frames, fps
 
 def _summary(values: dict, clip: dict) -> dict:
     mean = {k: nan_mean(v) for k, v in values.items()}
-    if "mouth_r" in clip:
-        mean["mouth_r"] = None if clip["mouth_r"] is None else round(clip["mouth_r"], 5)
+    for key in ("mouth_r", "mouth_gain"):
+        if key in clip:
+            mean[key] = None if clip[key] is None else round(clip[key], 5)
     failures = {k: int(np.isnan(v).sum()) for k, v in values.items() if k in FACE_KEYS}
     for key in ("identity_no_face", "mouth_frames_left_out"):
         if key in clip:
@@ -360,12 +365,13 @@ def _summary(values: dict, clip: dict) -> dict:
 
 def _mean_summary(record: _Record) -> dict:
     """Means over every frame of every reference (each reference has the same frames, so this is
-    the mean of the per-reference means); mouth r: the mean of the per-reference r."""
+    the mean of the per-reference means); mouth r and gain: the means of the per-reference ones."""
     keys = dict.fromkeys(k for v in record.values.values() for k in v)
     mean = {k: nan_mean(np.concatenate([v[k] for v in record.values.values() if k in v])) for k in keys}
-    rs = [c["mouth_r"] for c in record.clip.values() if c.get("mouth_r") is not None]
-    if any("mouth_r" in c for c in record.clip.values()):
-        mean["mouth_r"] = round(float(np.mean(rs)), 5) if rs else None
+    for key in ("mouth_r", "mouth_gain"):
+        values = [c[key] for c in record.clip.values() if c.get(key) is not None]
+        if any(key in c for c in record.clip.values()):
+            mean[key] = round(float(np.mean(values)), 5) if values else None
     return mean
 
 

@@ -134,21 +134,25 @@ def mouth_points(tracking: Tracking | None, count: int) -> np.ndarray:
 
 def pearson(a: np.ndarray, b: np.ndarray) -> dict:
     """Pearson r of two signals (T,) over the frames where both are finite. Returns `r` (NaN when
-    fewer than 3 frames are left or a side does not vary), `frames` used and `left_out`."""
+    fewer than 3 frames are left or a side does not vary), `gain`, the least-squares slope of `a`
+    on `b` about their means (how much of b's swing a makes; NaN likewise), `frames` used and
+    `left_out`."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     both = np.isfinite(a) & np.isfinite(b)
-    r = float("nan")
+    r = gain = float("nan")
     if both.sum() >= 3:
         x, y = a[both] - a[both].mean(), b[both] - b[both].mean()
         scale = np.sqrt((x * x).sum() * (y * y).sum())
         if scale > 1e-12 * max(1.0, float(np.abs(a[both]).max() * np.abs(b[both]).max())):
             r = float(np.clip((x * y).sum() / scale, -1.0, 1.0))
-    return {"r": r, "frames": int(both.sum()), "left_out": int((~both).sum())}
+            gain = float((x * y).sum() / (y * y).sum())
+    return {"r": r, "gain": gain, "frames": int(both.sum()), "left_out": int((~both).sum())}
 
 
 def mouth_correlation(output_points: np.ndarray, driving_points: np.ndarray) -> dict:
-    """Pearson r between the mouth opening of the output frames and of the driving frames (face-mesh
-    points (T, 478, 2) each, NaN where lost); frames without a face on either side are left out."""
+    """Pearson r (and gain) between the mouth opening of the output frames and of the driving frames
+    (face-mesh points (T, 478, 2) each, NaN where lost); frames without a face on either side are
+    left out."""
     result = pearson(mouth_opening(output_points), mouth_opening(driving_points))
     result["output_no_face"] = int(np.isnan(np.asarray(output_points, np.float64)[:, MOUTH_INNER[0], 0]).sum())
     return result
