@@ -36,6 +36,8 @@ from scipy.spatial.transform import Rotation
 from onehead.data.sequence import list_sequences, open_sequence
 from onehead.errors import MediaReadError, NoFaceError
 from onehead.machine import machine_info
+from onehead.metrics.motion import pearson
+from onehead.tracking.stability import IBUG_INNER_LIPS, IBUG_OUTER_EYES, opening
 
 if TYPE_CHECKING:
     from onehead.data.tracking_file import Tracking
@@ -100,12 +102,6 @@ def faces_at_rest(head: HeadModel, tracking: Tracking, shape: np.ndarray):
                     landmarks_only=True, frontal_contour=True, points=dense_points(head))
 
 
-def mouth_opening(face) -> np.ndarray:
-    """(T,) inner-lip gap (iBUG 62-66) over the outer-eye-corner distance of faces at rest."""
-    lips = (face.landmarks68[:, 66] - face.landmarks68[:, 62]).norm(dim=-1)
-    return (lips / (face.landmarks68[:, 45] - face.landmarks68[:, 36]).norm(dim=-1)).numpy()
-
-
 def neutral_like(tracking: Tracking) -> Tracking:
     """The `neutral` baseline: the tracking with no expression and the jaw closed."""
     return replace(tracking, expression=np.zeros_like(tracking.expression), jaw_pose=np.zeros_like(tracking.jaw_pose))
@@ -132,7 +128,8 @@ def compare(tracked: Tracking, truth: Tracking, head: HeadModel) -> dict:
         "turn_ours": ours_turn, "turn_true": true_turn,
         "expression_l1": np.abs(tracked.expression - truth.expression).mean(-1),
         "expression_mm": 1000 * (face.points - true_face.points).norm(dim=-1).mean(-1).numpy(),
-        "mouth_ours": mouth_opening(face), "mouth_true": mouth_opening(true_face),
+        "mouth_ours": opening(face.landmarks68.numpy(), IBUG_INNER_LIPS, IBUG_OUTER_EYES),
+        "mouth_true": opening(true_face.landmarks68.numpy(), IBUG_INNER_LIPS, IBUG_OUTER_EYES),
         "jaw_deg": np.degrees(np.abs(tracked.jaw_pose[:, 0] - truth.jaw_pose[:, 0])),  # the opening
         "distance": np.linalg.norm(tracked.landmarks68 - labels, axis=-1) / eyes,  # (T, 68)
         "distance_mediapipe": np.linalg.norm(detected - labels, axis=-1) / eyes,  # NaN where lost
@@ -152,10 +149,9 @@ def summarise(parts: list[dict]) -> dict:
     for name, axis in AXES.items():
         true = pooled["turn_true"][:, axis]
         scores[name] = float((pooled["turn_ours"][:, axis] * true).sum() / max((true * true).sum(), 1e-12))
-    ours, true = pooled["mouth_ours"] - pooled["mouth_ours"].mean(), pooled["mouth_true"] - pooled["mouth_true"].mean()
-    spread = float(np.sqrt((ours * ours).sum() * (true * true).sum()))
-    scores["mouth_r"] = float((ours * true).sum() / spread) if spread > 0 else None
-    scores["mouth_gain"] = float((ours * true).sum() / (true * true).sum()) if (true * true).sum() > 0 else None
+    mouth = pearson(pooled["mouth_ours"], pooled["mouth_true"])
+    scores["mouth_r"] = None if np.isnan(mouth["r"]) else mouth["r"]
+    scores["mouth_gain"] = None if np.isnan(mouth["gain"]) else mouth["gain"]
     scores.update(_nme(pooled["distance"]))
     return scores
 

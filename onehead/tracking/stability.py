@@ -40,7 +40,7 @@ def jitter(points: np.ndarray, valid: np.ndarray | None = None, eyes: tuple[int,
 
 
 def opening(points: np.ndarray, lips: tuple[int, int], eyes: tuple[int, int]) -> np.ndarray:
-    """(T,) inner-lip gap over the outer-eye distance of points (T, N, 2)."""
+    """(T,) inner-lip gap over the outer-eye distance of points (T, N, 2) or (T, N, 3)."""
     points = np.asarray(points, np.float64)
     gap = np.linalg.norm(points[:, lips[0]] - points[:, lips[1]], axis=-1)
     iod = np.linalg.norm(points[:, eyes[0]] - points[:, eyes[1]], axis=-1)
