@@ -160,6 +160,7 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
 
     posing = head if optimize_shape else head.with_shape(shape_param)  # a known shape: cheaper poses
     asymmetry = expression_asymmetry(head) if settings.asymmetry_prior > 0 else None
+    on_dense = settings.landmarks_on_dense and dense is not None and dense.landmarks is not None
 
     def camera() -> torch.Tensor:
         return K + K * focal_mask * (torch.exp(log_focal) - 1)
@@ -169,7 +170,6 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
         out = posing(frontal_contour=not settings.dynamic_contour, landmarks_only=True, neck_pose=None,
                      points=None if dense is None else dense.points, **shape_kw, **params)
         K_now = camera()
-        on_dense = settings.landmarks_on_dense and dense is not None and dense.landmarks is not None
         pixels, _ = project(out.points[:, dense.landmarks] if on_dense else out.landmarks68, K_now, world_to_cam)
         residual = (pixels - targets) / iod[:, None, None]
         per_frame = (residual.pow(2).sum(-1) * weights).sum(-1)
