@@ -572,8 +572,10 @@ def _eval_tracking(args) -> int:
     print(f"tracking on {data['items']} views of {args.data} ({data['frames']} frames) against the exact truth:")
     print(format_table(report))
     for view in report["methods"]["onehead"]["per_view"]:
-        by_view = {**report, "methods": {name: {"mean": entry["per_view"][view], "seconds_per_frame":
-                                                entry["seconds_per_frame"]} for name, entry in report["methods"].items()}}
+        methods = report["methods"].items()
+        by_view = {**report, "methods": {name: {"mean": entry["per_view"][view],
+                                                "seconds_per_frame": entry["seconds_per_frame"]}
+                                         for name, entry in methods}}
         print(f"view {view}:")
         print(format_table(by_view))
     print(f"report -> {args.out}" + (f"; grid video -> {args.video}" if args.video else ""))
@@ -793,8 +795,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "against the driving frames; flicker). ")
     p.add_argument("--data", default=None,
                    help="dataset folder for self, cross and avatar, or the references of views (frame 0 of "
-                        "each sequence) (onehead synth, datasets/prepare_video.py); labelled images for landmarks; a synthetic dataset for tracking")
-    p.add_argument("--task", required=True, choices=("self", "cross", "real", "views", "avatar", "landmarks", "tracking"),
+                        "each sequence) (onehead synth, datasets/prepare_video.py); labelled images for landmarks; "
+                        "a synthetic dataset for tracking")
+    p.add_argument("--task", required=True,
+                   choices=("self", "cross", "real", "views", "avatar", "landmarks", "tracking"),
                    help="self or cross-identity reenactment on --data, real portraits x a driving video, "
                         "landmarks: the tracker's 68 points against labelled images (--data: IMAGE.png with "
                         "IMAGE.pts in 300-W's format beside it; mediapipe's points as the baseline), "

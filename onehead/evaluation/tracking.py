@@ -239,8 +239,9 @@ def evaluate_tracking(root: str | Path, options: TrackingEvalOptions | None = No
                 result["found"] *= seen / (seen + sum(lost.get(k, 0) for k in keys))
             return result
         keys = list(dict.fromkeys(list(parts) + list(lost)))
+        views = dict.fromkeys(v for _, v in keys)
         return {"mean": scores(keys),
-                "per_view": {name: scores([k for k in keys if k[1] == name]) for name in dict.fromkeys(v for _, v in keys)},
+                "per_view": {name: scores([k for k in keys if k[1] == name]) for name in views},
                 "per_sequence": {f"{s}/{v}": scores([(s, v)]) for s, v in keys}}
 
     methods = {"onehead": {**rows(summarise), "seconds_per_frame": seconds / max(frames, 1)},
