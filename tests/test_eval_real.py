@@ -33,6 +33,28 @@ def test_identity_kept_counts_lost_frames_as_not_kept():
         identity_kept(frames, np.full(4, np.nan))
 
 
+def test_identity_kept_rolled_searches_turned_frames_only_where_no_face_is_found():
+    from onehead.evaluation.real import RealOptions, _Anchor, _scores
+
+    class Embedder:  # a frame's descriptor is its mean level; a bright frame shows a face only when turned
+        turned = []
+
+        def embed(self, pixels):
+            return np.array([[np.nan] * 2 if p.mean() > 200 else [p.mean() / 255, 0.0] for p in pixels])
+
+        def embed_turned(self, pixel, turns):
+            self.turned.append(float(pixel.mean()))
+            return np.array([0.0, 0.0]) if pixel.mean() > 250 else None
+
+    frames = torch.tensor([0.0, 1.0, 0.9]).view(3, 1, 1, 1).expand(3, 3, 4, 4).contiguous()
+    still = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    values, clip = _scores(frames, still, _Anchor(np.zeros(2), None), Embedder(), None, None, 1.0, 3,
+                           RealOptions(motion_metrics=False))
+    assert values["identity_kept"].tolist() == [1.0, 0.0, 0.0] and clip["identity_no_face"] == 2
+    assert values["identity_kept_rolled"].tolist() == [1.0, 1.0, 0.0]  # found turned; still none
+    assert len(Embedder.turned) == 2 and Embedder.turned[0] == 255  # only the two frames lost upright
+
+
 # ----------------------------------------------------------------------------- mouth r
 def _mesh_points(gaps, eye_distance=40.0):
     """Face-mesh points (T, 478, 2) with a given inner-lip gap (13-14) and eye-corner distance (33-263)."""

@@ -309,6 +309,20 @@ def test_csim_real_model_on_portraits(embedder):
     assert black["frames"] == 1 and black["failures"] == 1 and black["csim"] > 0.999
 
 
+def test_embed_turned_finds_a_face_rolled_beyond_the_detector(embedder):
+    from PIL import Image
+
+    from onehead.data.samples import astronaut
+
+    upright = embedder.embed_one(astronaut())
+    rolled = np.asarray(Image.fromarray(astronaut()).rotate(70, resample=Image.BICUBIC))
+    assert embedder.embed_one(rolled) is None  # HOG looks for upright faces
+    assert embedder.embed_turned(rolled, turns=()) is None
+    found = embedder.embed_turned(rolled)  # turned back by 30 degrees, 40 from upright: found
+    assert found is not None and np.linalg.norm(found - upright) < 0.6
+    assert np.array_equal(embedder.embed_turned(astronaut()), upright)  # upright: no search
+
+
 def test_csim_real_model_on_small_torch_frames(embedder):
     from onehead.data.samples import astronaut
 

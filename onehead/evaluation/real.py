@@ -29,7 +29,7 @@ from onehead.evaluation.methods import Method
 from onehead.evaluation.run import nan_mean, resize_frames
 from onehead.machine import machine_info
 from onehead.metrics import motion as motion_metrics
-from onehead.metrics.identity import DLIB_THRESHOLD, identity_kept
+from onehead.metrics.identity import DLIB_THRESHOLD, TURNS, identity_kept
 from onehead.metrics.temporal import flicker, still_regions
 from onehead.pixels import frames_to_uint8
 
@@ -42,6 +42,10 @@ REAL_METRICS = {
     "identity_kept": f"share of output frames whose dlib face descriptor lies within {DLIB_THRESHOLD} (Euclidean, "
                      "dlib's same-person threshold) of the reference crop's; a frame with no face counts as lost "
                      "(higher is better)",
+    "identity_kept_rolled": "the same, where a frame without a face is searched again turned in its plane by "
+                            + ", ".join(f"{t:g}" for t in TURNS) + " degrees (dlib's HOG detector misses faces rolled far from "
+                            "upright, sooner on a face turned towards profile); a frame lost here has no face "
+                            "the detector can find at any of those rolls, or another person",
     "csim": "cosine similarity of dlib face descriptors, output against the reference crop, frames with a face",
     "csim_distance": "Euclidean distance of the same descriptors (dlib calls < 0.6 the same person)",
     "mouth_r": "Pearson r over the clip between the mouth opening of the output and of the driving frames "
@@ -250,7 +254,7 @@ def face_embedder(options) -> tuple:
 
         return load_face_embedder(options.face_models), missing
     except MetricUnavailable as exc:
-        for key in ("identity_kept", "csim", "csim_distance"):
+        for key in ("identity_kept", "identity_kept_rolled", "csim", "csim_distance"):
             missing[key] = str(exc)
         return None, missing
 
@@ -279,10 +283,16 @@ def _scores(frames, still, anchor: _Anchor, embedder, metric_head, driving, driv
         if anchor.embedding is None or not np.isfinite(anchor.embedding).all():
             clip["reference_no_face"] = True
         else:
-            kept = identity_kept(embedder.embed(pixels), anchor.embedding)
+            embeddings = embedder.embed(pixels)
+            kept = identity_kept(embeddings, anchor.embedding)
             values["identity_kept"] = kept["kept"].astype(np.float64)
             values["csim"], values["csim_distance"] = kept["cosine"], kept["distance"]
             clip["identity_no_face"] = kept["no_face"]
+            if hasattr(embedder, "embed_turned"):
+                for i in np.flatnonzero(~np.isfinite(embeddings).all(1)):
+                    found = embedder.embed_turned(pixels[i], turns=TURNS)
+                    embeddings[i] = np.nan if found is None else found
+                values["identity_kept_rolled"] = identity_kept(embeddings, anchor.embedding)["kept"].astype(np.float64)
     if options.motion_metrics:
         tracking, scale = motion_metrics.track_for_metrics(pixels, metric_head)
         mouth = motion_metrics.mouth_correlation(motion_metrics.mouth_points(tracking, count),

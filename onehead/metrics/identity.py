@@ -30,6 +30,8 @@ MODEL_FILES = (RECOGNITION_FILE, SHAPE_FILE)
 ENV_VAR = "ONEHEAD_FACE_MODELS"
 DLIB_THRESHOLD = 0.6  # dlib's same-person Euclidean distance
 MIN_SIDE = 256  # HOG finds nothing in frames much smaller than ~200 px: upsample to this
+# in-plane turns (degrees) that `FaceEmbedder.embed_turned` tries where the upright image shows no face
+TURNS = (15.0, -15.0, 30.0, -30.0)
 
 
 def face_models_dir(cache_dir: Optional[PathLike] = None) -> Path:
@@ -153,6 +155,21 @@ class FaceEmbedder:
         face = max(faces, key=lambda rect: rect.area())
         shape = self.shape_predictor(image, face)
         return np.asarray(self.recognizer.compute_face_descriptor(image, shape), dtype=np.float64)
+
+    def embed_turned(self, image: np.ndarray, turns=TURNS) -> Optional[np.ndarray]:
+        """`embed_one`, and where it finds no face, the same image turned in its plane by each of
+        `turns` (degrees, counter-clockwise, in order) until one shows a face. HOG finds no face
+        rolled far from upright, less far on a face already turned towards profile; dlib's
+        descriptor is computed on a crop it aligns itself, so a face found turned is comparable."""
+        from PIL import Image
+
+        found = self.embed_one(image)
+        for angle in turns:
+            if found is not None:
+                break
+            turned = Image.fromarray(image).rotate(angle, resample=Image.BICUBIC)
+            found = self.embed_one(np.ascontiguousarray(np.asarray(turned)))
+        return found
 
     def embed(self, images) -> np.ndarray:
         """(N, 128) float64 descriptors; NaN rows where no face was found."""
