@@ -12,7 +12,8 @@ from scipy.spatial.transform import Rotation
 from onehead.cli import main
 from onehead.data.sequence import list_sequences, open_sequence
 from onehead.errors import MediaReadError
-from onehead.evaluation.tracking import compare, head_in_camera, neutral_like, summarise, truth_views
+from onehead.evaluation.tracking import (compare, detected_turns, head_in_camera, motion_scores, neutral_like,
+                                        summarise, truth_views)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,23 @@ def test_a_turn_read_at_half_is_a_turn_gain_of_a_half(truth_set, head):
     assert scores["motion_deg"] == pytest.approx(np.median(np.linspace(0, 10, len(seen))), abs=1e-4)
 
 
+def test_detected_turns_read_the_rigid_turn_of_the_detectors_points():
+    rng = np.random.default_rng(0)
+    face = rng.normal(size=(468, 3)) * [40.0, 50.0, 20.0]
+    turns = Rotation.from_euler("yxz", np.stack([np.linspace(0, 30, 5), np.linspace(0, -8, 5),
+                                                 np.linspace(0, 4, 5)], 1), degrees=True)
+    points = np.stack([1.3 * face @ turn.as_matrix().T + [200.0, 180.0, 5.0] for turn in turns])
+    points[3] = np.nan  # a frame without a face
+    read = detected_turns(points)
+    expected = turns.as_rotvec()
+    np.testing.assert_allclose(read[[0, 1, 2, 4]], expected[[0, 1, 2, 4]], atol=1e-9)
+    assert np.isnan(read[3]).all()
+    assert np.isnan(detected_turns(points[[3, 0, 1]])).all()  # the first frame lost: no turn from it
+    scores = motion_scores(read, expected)
+    assert scores["motion_deg"] < 1e-6 and scores["turn_gain"] == pytest.approx(1.0)
+    assert motion_scores(read / 2, expected)["nod_gain"] == pytest.approx(0.5, abs=0.02)
+
+
 def test_eval_tracking_end_to_end(truth_set, tmp_path, capsys):
     out, video = tmp_path / "tracking.json", tmp_path / "tracking.mp4"
     assert main(["eval", "--task", "tracking", "--data", str(truth_set), "--out", str(out), "--video", str(video),
@@ -106,6 +124,7 @@ def test_eval_tracking_end_to_end(truth_set, tmp_path, capsys):
     assert neutral["expression_l1"] == pytest.approx(np.mean(
         [np.abs(open_sequence(d).views["cam00"].tracking.expression).mean() for d in list_sequences(truth_set)]))
     assert np.isfinite(ours["mean"]["expression_mm"]) and np.isfinite(ours["mean"]["turn_gain"])
+    assert mediapipe["mean"]["motion_deg"] < 10 and np.isfinite(mediapipe["mean"]["turn_gain"])  # its own turn
     printed = capsys.readouterr().out
     assert "rotation_deg" in printed and "view cam00:" in printed
     from onehead.data.video import read_video

@@ -57,14 +57,14 @@ def directed_edges_balanced(faces: np.ndarray) -> bool:
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """The least-squares similarity (Umeyama, no reflection) taking points (N, 2) onto (N, 2):
-    (scale s, rotation R (2, 2), translation t) with target ~ s * source @ R.T + t."""
+    """The least-squares similarity (Umeyama, no reflection) taking points (N, D) onto (N, D), D 2
+    or 3: (scale s, rotation R (D, D), translation t) with target ~ s * source @ R.T + t."""
     source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
     mu_s, mu_t = source.mean(0), target.mean(0)
     xs, xt = source - mu_s, target - mu_t
     u, sigma, vt = np.linalg.svd(xt.T @ xs / len(source))
     d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    fix = np.diag([1.0, d])
+    fix = np.diag([1.0] * (source.shape[1] - 1) + [d])
     rotation = u @ fix @ vt
     variance = (xs ** 2).sum() / len(source)
     scale = float((sigma * np.diag(fix)).sum() / variance) if variance > 0 else 1.0
