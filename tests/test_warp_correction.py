@@ -388,6 +388,20 @@ def test_fill_mirrored_carries_the_backdrops_texture_into_the_hole():
                   - image[edge_rows, left_edge - 2:left_edge][:, ::-1].astype(int)).max() <= 1
 
 
+def test_fill_mirrored_takes_each_row_from_beside_the_hole_not_from_below():
+    """A head-sized hole in a pale backdrop whose bottom dips into a dark torso: above the torso's
+    top the hole takes the backdrop beside it (a nearest-edge mirror reflects the torso up from the
+    hole's bottom edge); below it, the torso beside it."""
+    image = np.full((64, 64, 3), 210, np.uint8)
+    image[50:] = 20  # the torso from row 50 down
+    rows, cols = np.mgrid[:64, :64]
+    hole = (rows - 38) ** 2 + (cols - 32) ** 2 < 15 ** 2  # rows 24 to 52
+    filled = fill_mirrored(image, hole, soften=0)
+    assert np.array_equal(filled[~hole], image[~hole])
+    assert filled[:48][hole[:48]].min() == 210  # above the torso: the backdrop beside, every pixel
+    assert filled[50:][hole[50:]].max() == 20  # beside the torso: the torso
+
+
 def test_seams_between_finds_thin_gaps_between_the_head_and_the_carried_hair_only():
     rows, cols = np.mgrid[:96, :96]
     radius = np.hypot(rows - 48, cols - 48)

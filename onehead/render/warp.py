@@ -90,10 +90,9 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
 
     foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
     hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
-    gets the backdrop around it mirrored in (`fill_mirrored`) instead of Telea, down to the
-    foreground's lowest row (the chin);
-    below it, behind the neck, Telea carries the torso on from the sides. Without it only the head
-    model's surface moves.
+    gets what lies beside them mirrored in, row by row (`fill_mirrored`), instead of Telea: the
+    backdrop beside the head, the torso beside the neck. Without it only the head model's surface
+    moves.
 
     mouth (N, 1, H, W) in [0, 1], the inside of each output's mouth (`mouth_mask`): what of it the
     reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward, or
@@ -110,16 +109,12 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     covered = warp.covered[:, 0].cpu().numpy() > 0
     holes = covered & (warp.visible[:, 0].cpu().numpy() == 0)
     warped = frames_to_uint8(warp.image)
-    # the plate behind what moves: Telea for the head alone; for head and hair a mirrored fill above
-    # the carried foreground's lowest row (the chin) and Telea below it, where the torso goes on
+    # the plate behind what moves: Telea for the head alone; for head and hair, what lies beside
+    # them mirrored in row by row (the backdrop beside the head, the torso beside the neck)
     if foreground is None:
         fill = lambda image, hole: _inpaint(image, hole, inpaint_radius)  # noqa: E731
     else:
-        rows = np.flatnonzero((foreground[0, 0] > 0.05).any(-1).cpu().numpy())  # the first reference's
-        below = np.zeros(reference.shape[-2], bool)
-        below[(rows[-1] + 1) if len(rows) else 0:] = True
-        fill = lambda image, hole: _inpaint(fill_mirrored(image, hole & ~below[:, None]),  # noqa: E731
-                                            hole & below[:, None], inpaint_radius)
+        fill = fill_mirrored
     shared = len(references) == 1 and len(reference_moving) == 1  # one plate, filled once
     background = fill(references[0], reference_moving[0]) if shared else None
     out = []
@@ -316,26 +311,49 @@ def _spread(mask: torch.Tensor, values: torch.Tensor | None, reach: float, low: 
 
 
 def fill_mirrored(image: np.ndarray, hole: np.ndarray, soften: float = 1.5) -> np.ndarray:
-    """Fill a hole of a uint8 (H, W, 3) image with the backdrop around it mirrored in: each hole
-    pixel takes the pixel as far beyond its nearest edge point as it lies inside, so a backdrop's
+    """Fill a hole of a uint8 (H, W, 3) image with what lies around it mirrored in, so a backdrop's
     texture (curtain folds, a window frame) goes on behind where a head was, where a smooth fill
-    leaves a pale blob. The fill is softened by a Gaussian of `soften` pixels (the seams where the
-    nearest edge jumps); pixels whose reflection leaves the image or lands in the hole take the
-    smooth push-pull fill (`_fill_smooth`)."""
+    leaves a pale blob. Each hole pixel takes, in this order of preference:
+
+    1. the pixel as far beyond its nearest edge point as it lies inside, where that edge point is
+       not below it (the backdrop above and beside a head);
+    2. the pixel as far beyond the nearer end of its run of hole pixels in its own row (what lies
+       beside it at the same height: the backdrop beside the lower head, the collar beside a
+       neck), so nothing below the hole (a collar, a shoulder) is reflected up into a head's place;
+    3. the reflection about its nearest edge point below it, where its row has nothing to mirror;
+    4. the smooth push-pull fill (`_fill_smooth`), where every reflection leaves the image or lands
+       in the hole.
+
+    The fill is softened by a Gaussian of `soften` pixels (the seams where the source jumps)."""
     import cv2
     from scipy.ndimage import distance_transform_edt
 
     if not hole.any():
         return image.copy()
     height, width = hole.shape
-    smooth = _fill_smooth(image, hole)
-    _, (near_rows, near_cols) = distance_transform_edt(hole, return_indices=True)
-    rows, cols = np.mgrid[:height, :width]
-    source_rows, source_cols = 2 * near_rows - rows, 2 * near_cols - cols
-    ok = (source_rows >= 0) & (source_rows < height) & (source_cols >= 0) & (source_cols < width)
-    source_rows, source_cols = np.clip(source_rows, 0, height - 1), np.clip(source_cols, 0, width - 1)
-    ok &= ~hole[source_rows, source_cols]
-    mirrored = np.where(ok[..., None], image[source_rows, source_cols], smooth).astype(np.float32)
+    rows, columns = np.mgrid[:height, :width]
+
+    def known(source_rows, source_columns):
+        inside = (source_rows >= 0) & (source_rows < height) & (source_columns >= 0) & (source_columns < width)
+        source_rows, source_columns = np.clip(source_rows, 0, height - 1), np.clip(source_columns, 0, width - 1)
+        return inside & ~hole[source_rows, source_columns], image[source_rows, source_columns]
+
+    _, (edge_rows, edge_columns) = distance_transform_edt(hole, return_indices=True)
+    nearest_ok, nearest = known(2 * edge_rows - rows, 2 * edge_columns - columns)
+    # the nearest known column at or left of each pixel (-1: none), and at or right of it (width: none)
+    left = np.maximum.accumulate(np.where(hole, -1, columns), axis=1)
+    right = np.minimum.accumulate(np.where(hole, width, columns)[:, ::-1], axis=1)[:, ::-1]
+    left_ok, from_left = known(rows, 2 * left + 1 - columns)
+    right_ok, from_right = known(rows, 2 * right - 1 - columns)
+    left_ok &= left >= 0
+    right_ok &= right < width
+    take_left = left_ok & (~right_ok | (columns - left <= right - columns))
+    row_ok, row = take_left | right_ok, np.where(take_left[..., None], from_left, from_right)
+    from_above = nearest_ok & (edge_rows <= rows)
+    mirrored = np.where(from_above[..., None], nearest,
+                        np.where(row_ok[..., None], row,
+                                 np.where(nearest_ok[..., None], nearest, _fill_smooth(image, hole))))
+    mirrored = mirrored.astype(np.float32)
     if soften > 0:
         mirrored = cv2.GaussianBlur(mirrored, (0, 0), soften)
     out = image.copy()
