@@ -43,9 +43,9 @@ REAL_METRICS = {
                      "dlib's same-person threshold) of the reference crop's; a frame with no face counts as lost "
                      "(higher is better)",
     "identity_kept_rolled": "the same, where a frame without a face is searched again turned in its plane by "
-                            + ", ".join(f"{t:g}" for t in TURNS) + " degrees (dlib's HOG detector misses faces rolled far from "
-                            "upright, sooner on a face turned towards profile); a frame lost here has no face "
-                            "the detector can find at any of those rolls, or another person",
+                            + ", ".join(f"{t:g}" for t in TURNS) + " degrees (dlib's HOG detector misses faces "
+                            "rolled far from upright, sooner on a face turned towards profile); a frame lost here "
+                            "shows no face the detector finds at any of those rolls, or another person",
     "csim": "cosine similarity of dlib face descriptors, output against the reference crop, frames with a face",
     "csim_distance": "Euclidean distance of the same descriptors (dlib calls < 0.6 the same person)",
     "mouth_r": "Pearson r over the clip between the mouth opening of the output and of the driving frames "

@@ -90,9 +90,9 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
 
     foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
     hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
-    gets what lies beside them mirrored in, row by row (`fill_mirrored`), instead of Telea: the
-    backdrop beside the head, the torso beside the neck. Without it only the head model's surface
-    moves.
+    gets what lies around them mirrored in (`fill_mirrored`) instead of Telea: the backdrop above
+    and beside the head, the torso beside the neck, never a collar reflected up into the head's
+    place. Without it only the head model's surface moves.
 
     mouth (N, 1, H, W) in [0, 1], the inside of each output's mouth (`mouth_mask`): what of it the
     reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward, or
@@ -109,8 +109,8 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     covered = warp.covered[:, 0].cpu().numpy() > 0
     holes = covered & (warp.visible[:, 0].cpu().numpy() == 0)
     warped = frames_to_uint8(warp.image)
-    # the plate behind what moves: Telea for the head alone; for head and hair, what lies beside
-    # them mirrored in row by row (the backdrop beside the head, the torso beside the neck)
+    # the plate behind what moves: Telea for the head alone; for head and hair, what lies around
+    # them mirrored in (the backdrop above and beside the head, the torso beside the neck)
     if foreground is None:
         fill = lambda image, hole: _inpaint(image, hole, inpaint_radius)  # noqa: E731
     else:
