@@ -37,7 +37,8 @@ def test_identity_kept_rolled_searches_turned_frames_only_where_no_face_is_found
     from onehead.evaluation.real import RealOptions, _Anchor, _scores
 
     class Embedder:  # a frame's descriptor is its mean level; a bright frame shows a face only when turned
-        turned = []
+        def __init__(self):
+            self.turned = []
 
         def embed(self, pixels):
             return np.array([[np.nan] * 2 if p.mean() > 200 else [p.mean() / 255, 0.0] for p in pixels])
@@ -48,11 +49,12 @@ def test_identity_kept_rolled_searches_turned_frames_only_where_no_face_is_found
 
     frames = torch.tensor([0.0, 1.0, 0.9]).view(3, 1, 1, 1).expand(3, 3, 4, 4).contiguous()
     still = torch.ones(2, 1, 4, 4, dtype=torch.bool)
-    values, clip = _scores(frames, still, _Anchor(np.zeros(2), None), Embedder(), None, None, 1.0, 3,
+    embedder = Embedder()
+    values, clip = _scores(frames, still, _Anchor(np.zeros(2), None), embedder, None, None, 1.0, 3,
                            RealOptions(motion_metrics=False))
     assert values["identity_kept"].tolist() == [1.0, 0.0, 0.0] and clip["identity_no_face"] == 2
     assert values["identity_kept_rolled"].tolist() == [1.0, 1.0, 0.0]  # found turned; still none
-    assert len(Embedder.turned) == 2 and Embedder.turned[0] == 255  # only the two frames lost upright
+    assert len(embedder.turned) == 2 and embedder.turned[0] == 255  # only the two frames lost upright
 
 
 # ----------------------------------------------------------------------------- mouth r
