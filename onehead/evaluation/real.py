@@ -288,11 +288,10 @@ def _scores(frames, still, anchor: _Anchor, embedder, metric_head, driving, driv
             values["identity_kept"] = kept["kept"].astype(np.float64)
             values["csim"], values["csim_distance"] = kept["cosine"], kept["distance"]
             clip["identity_no_face"] = kept["no_face"]
-            if hasattr(embedder, "embed_turned"):
-                for i in np.flatnonzero(~np.isfinite(embeddings).all(1)):
-                    found = embedder.embed_turned(pixels[i], turns=TURNS)
-                    embeddings[i] = np.nan if found is None else found
-                values["identity_kept_rolled"] = identity_kept(embeddings, anchor.embedding)["kept"].astype(np.float64)
+            for i in np.flatnonzero(~np.isfinite(embeddings).all(1)):  # lost upright: searched turned only
+                found = embedder.embed_turned(pixels[i], turns=TURNS)
+                embeddings[i] = np.nan if found is None else found
+            values["identity_kept_rolled"] = identity_kept(embeddings, anchor.embedding)["kept"].astype(np.float64)
     if options.motion_metrics:
         tracking, scale = motion_metrics.track_for_metrics(pixels, metric_head)
         mouth = motion_metrics.mouth_correlation(motion_metrics.mouth_points(tracking, count),

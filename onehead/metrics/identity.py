@@ -156,20 +156,19 @@ class FaceEmbedder:
         shape = self.shape_predictor(image, face)
         return np.asarray(self.recognizer.compute_face_descriptor(image, shape), dtype=np.float64)
 
-    def embed_turned(self, image: np.ndarray, turns=TURNS) -> Optional[np.ndarray]:
-        """`embed_one`, and where it finds no face, the same image turned in its plane by each of
-        `turns` (degrees, counter-clockwise, in order) until one shows a face. HOG finds no face
-        rolled far from upright, less far on a face already turned towards profile; dlib's
+    def embed_turned(self, image: np.ndarray, turns=(0.0, *TURNS)) -> Optional[np.ndarray]:
+        """`embed_one` of the image turned in its plane by each of `turns` in order (degrees,
+        counter-clockwise; 0: as it is) until one shows a face; None when none does. HOG finds no
+        face rolled far from upright, less far on a face already turned towards profile; dlib's
         descriptor is computed on a crop it aligns itself, so a face found turned is comparable."""
         from PIL import Image
 
-        found = self.embed_one(image)
         for angle in turns:
+            turned = image if angle == 0 else np.asarray(Image.fromarray(image).rotate(angle, resample=Image.BICUBIC))
+            found = self.embed_one(np.ascontiguousarray(turned))
             if found is not None:
-                break
-            turned = Image.fromarray(image).rotate(angle, resample=Image.BICUBIC)
-            found = self.embed_one(np.ascontiguousarray(np.asarray(turned)))
-        return found
+                return found
+        return None
 
     def embed(self, images) -> np.ndarray:
         """(N, 128) float64 descriptors; NaN rows where no face was found."""
