@@ -241,13 +241,12 @@ def evaluate_tracking(root: str | Path, options: TrackingEvalOptions | None = No
         start = time.perf_counter()
         frames += len(pixels)
         detections = detect_frames(pixels, mode="video")  # as track_frames, keeping the detections
-        if not detections.valid.any():
-            seconds += time.perf_counter() - start
+        tracked = (fit_sequence(heads[truth.head_model], detections, pixels.shape[1:3], track_options, float(truth.fps))
+                   if detections.valid.any() else None)
+        seconds += time.perf_counter() - start
+        if tracked is None:
             lost[(sequence, view_name)] = len(pixels)  # no frame to score; counts against `found`
             continue
-        tracked = fit_sequence(heads[truth.head_model], detections, pixels.shape[1:3], track_options,
-                               float(truth.fps))
-        seconds += time.perf_counter() - start
         parts[(sequence, view_name)] = compare(tracked, truth, heads[truth.head_model])
         points = np.concatenate([detections.points, detections.depth[..., None]], -1)[:, :468]
         parts[(sequence, view_name)]["turn_mediapipe"] = detected_turns(points.astype(np.float64))
