@@ -125,6 +125,36 @@ def test_the_embedding_lands_where_mediapipe_sees_a_new_head(head, small_embeddi
     assert error[mapped][17:].mean() < hand_error.mean(), (float(error[mapped][17:].mean()), float(hand_error.mean()))
 
 
+def test_open_mouth_renders_put_the_inner_lips_where_mediapipe_sees_an_open_mouth(head):
+    """Embedded from closed mouths alone, the inner-lip points sit on the closed lips' seam; an open
+    mouth shows its inner lip edges further in. Renders with the jaw open too bring the embedded
+    gap (points 13, 14) nearer mediapipe's on a new head with its mouth open."""
+    from onehead.data import synthetic
+    from onehead.tracking.dense import _renders
+    from onehead.tracking.landmarks import LandmarkDetector
+
+    closed = build_dense_embedding(head, identities=1, yaws=(0.0,), size=384, seed=5, jaws=(0.0,))
+    opened = build_dense_embedding(head, identities=1, yaws=(0.0,), size=384, seed=5, jaws=(0.0, 8.0, 16.0))
+    assert opened.samples[13] == 3 and closed.samples[13] == 1  # every render is lifted
+    image, _ = next(_renders(head, 1, (0.0,), 384, seed=99, jaws=(14.0,)))
+    with LandmarkDetector(mode="image") as detector:
+        found = detector.detect(image)
+    assert found is not None
+    identity = synthetic.random_identity(np.random.default_rng(99), head.num_shape, "dense")
+    target, field = synthetic.head_framing(head)
+    K = intrinsics(384 / (0.8 * field), 384, 384)
+    w2c = torch.as_tensor(synthetic.look_at_camera(0.0, 0.0, 1.0, target))
+    jaw = torch.tensor([[np.radians(14.0), 0.0, 0.0]], dtype=torch.float32)
+    detected = torch.as_tensor(found.points[:, :2])
+    detected_gap = (detected[14] - detected[13]).norm()
+    gaps = {}
+    for name, embedding in (("closed", closed), ("opened", opened)):
+        out = head(shape=torch.as_tensor(identity.shape * 0.7)[None], jaw_pose=jaw, points=embedding.points(head))
+        pixels, _ = project(out.points, K, w2c)
+        gaps[name] = float((pixels[0, 14] - pixels[0, 13]).norm())
+    assert abs(gaps["opened"] - detected_gap) < abs(gaps["closed"] - detected_gap), (gaps, float(detected_gap))
+
+
 def test_the_dense_term_recovers_a_known_pose(head):
     """Dense targets made by the model itself: the fit finds pose and expression again."""
     embedding = dense_embedding(head)
