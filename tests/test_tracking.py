@@ -422,6 +422,30 @@ def test_the_asymmetry_prior_keeps_a_turned_symmetric_face_symmetric(head):
     assert lopsided[FitSettings().asymmetry_prior] < 0.5 * lopsided[0.0]
 
 
+def test_the_bridge_prior_keeps_the_expression_off_the_nose_bridge(head):
+    """A face of a shape the fit is not given: without the prior the fit explains part of the shape
+    with expressions that move the nose bridge (bone, which no expression moves much); with it (the
+    default) they move it far less. The prior leaves an open mouth or a smile alone."""
+    from onehead.tracking.fit import expression_bridge_motion
+
+    bridge = expression_bridge_motion(head).norm(dim=1)
+    for free in ("mouth_open", "smile"):
+        assert bridge[EXPRESSION_NAMES.index(free)] < 0.2 * bridge[EXPRESSION_NAMES.index("nose_wrinkle")]
+    shape = torch.randn(1, head.num_shape, generator=torch.Generator().manual_seed(3)) * 1.5
+    K = intrinsics(default_focal(512, 512), 512, 512)[None]
+    w2c = default_world_to_cam(batch=1)
+    with torch.no_grad():
+        truth = head(shape=shape, translation=torch.zeros(1, 3), landmarks_only=True, frontal_contour=True)
+        targets, _ = project(truth.landmarks68, K, w2c)
+    moved = {}
+    for prior in (0.0, FitSettings().bridge_prior):
+        fit = fit_frames(head, targets, K, w2c, torch.ones(1, dtype=torch.bool), shape=torch.zeros(head.num_shape),
+                         optimize_shape=False, settings=FitSettings(smooth_weight=0.0, bridge_prior=prior))
+        moved[prior] = float((fit["expression"] @ expression_bridge_motion(head)).norm())
+    assert FitSettings().bridge_prior > 0
+    assert moved[FitSettings().bridge_prior] < 0.5 * moved[0.0], moved
+
+
 def _depth_targets(head, global_pose: torch.Tensor, scale: float):
     """DenseTargets on the 51 inner landmark spots: their pixels and (times `scale`, as mediapipe's z
     is scaled unlike the model's) their relative depth on a head at `global_pose` (T, 3)."""

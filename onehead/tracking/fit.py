@@ -12,9 +12,11 @@ The objective for frame t (pixels divided by that frame's inter-ocular distance)
                                                                         mediapipe's depth scale
                                                                         varies (depth_residual)
   + w_iris |project(pupils) - iris centres|^2                          eye gaze
-  + priors on shape, expression and jaw, and on the expression's lopsided part (what it moves on
+  + priors on shape, expression and jaw, on the expression's lopsided part (what it moves on
     one side of the face and not the other: expression_asymmetry), which a landmark fit could
-    otherwise trade against a turn of the head
+    otherwise trade against a turn of the head, and on what it moves the nose bridge by
+    (expression_bridge_motion): the bridge is bone, and without the prior the fit explained
+    mediapipe's points with expressions that move it
   + smoothness between consecutive frames (video)
 The jaw points are compared on fixed surface points (the frontal contour), because
 mediapipe's face-oval points are fixed points of its own mesh (FitSettings.dynamic_contour
@@ -33,6 +35,8 @@ import torch
 from onehead.camera import project
 from onehead.head.model import MOTION_PARAM_NAMES, HeadModel, SurfacePoints
 from onehead.tracking.landmarks import IBUG68_FLIP
+
+NOSE_BRIDGE = slice(27, 31)  # iBUG-68 points on the nose bridge
 
 
 @dataclass
@@ -55,6 +59,7 @@ class FitSettings:
     jaw_prior: float = 1e-3
     smooth_weight: float = 0.02  # per-frame parameter changes in a video
     asymmetry_prior: float = 1000.0  # the expression's lopsided landmark motion (expression_asymmetry); 0: none
+    bridge_prior: float = 1000.0  # the expression's motion of the nose bridge (expression_bridge_motion); 0: none
     depth_weight: float = 3.0  # mediapipe's relative depth of the rigid points (DenseTargets.depth); 0: none
     depth_robust_scale: float = 0.03  # of the eye distance, as dense_robust_scale
     learning_rate: float = 0.03
@@ -160,6 +165,7 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
 
     posing = head if optimize_shape else head.with_shape(shape_param)  # a known shape: cheaper poses
     asymmetry = expression_asymmetry(head) if settings.asymmetry_prior > 0 else None
+    bridge = expression_bridge_motion(head) if settings.bridge_prior > 0 else None
     on_dense = settings.landmarks_on_dense and dense is not None and dense.landmarks is not None
 
     def camera() -> torch.Tensor:
@@ -196,6 +202,8 @@ def fit_frames(head: HeadModel, targets: torch.Tensor, K: torch.Tensor, world_to
         if settings.asymmetry_prior > 0:
             lopsided = params["expression"] @ asymmetry  # (T, 68 * 3), in eye distances
             loss = loss + settings.asymmetry_prior * lopsided.pow(2).sum()
+        if settings.bridge_prior > 0:
+            loss = loss + settings.bridge_prior * (params["expression"] @ bridge).pow(2).sum()
         loss = loss + settings.jaw_prior * params["jaw_pose"].pow(2).sum() * 100
         loss = loss + 1e-3 * params["eye_pose"].pow(2).sum()
         if settings.smooth_weight > 0:
@@ -236,17 +244,30 @@ def depth_residual(model_depth: torch.Tensor, dense: DenseTargets, valid: torch.
     return model * scale - seen
 
 
-def expression_asymmetry(head: HeadModel) -> torch.Tensor:
-    """(E, 68 * 3): what each expression coefficient moves the 68 landmarks of the neutral head by,
-    less its mirror image, over the eye distance; zero for a symmetric expression (a smile, an open
-    mouth), large for one that moves one side (which a landmark fit can trade against a head turn)."""
+def expression_landmark_motion(head: HeadModel) -> torch.Tensor:
+    """(E, 68, 3): what each expression coefficient moves the 68 landmarks of the neutral head by,
+    over the eye distance."""
     with torch.no_grad():
         rest = head(frontal_contour=True, landmarks_only=True).landmarks68[0]
         moved = head(expression=torch.eye(head.num_expression), frontal_contour=True,
                      landmarks_only=True).landmarks68 - rest
+    return moved / (rest[45] - rest[36]).norm()
+
+
+def expression_asymmetry(head: HeadModel) -> torch.Tensor:
+    """(E, 68 * 3): what each expression coefficient moves the 68 landmarks by (over the eye
+    distance), less its mirror image; zero for a symmetric expression (a smile, an open mouth),
+    large for one that moves one side (which a landmark fit can trade against a head turn)."""
+    moved = expression_landmark_motion(head)
     mirrored = moved[:, list(IBUG68_FLIP)] * torch.tensor([-1.0, 1.0, 1.0])
-    eyes = (rest[45] - rest[36]).norm()
-    return ((moved - mirrored) / 2 / eyes).flatten(1)
+    return ((moved - mirrored) / 2).flatten(1)
+
+
+def expression_bridge_motion(head: HeadModel) -> torch.Tensor:
+    """(E, 4 * 3): what each expression coefficient moves the nose bridge's landmarks (iBUG 27-30)
+    by, over the eye distance: large for a nose wrinkle, a frown or a brow raise (its top point
+    sits between the brows), zero for an open mouth or a smile."""
+    return expression_landmark_motion(head)[:, NOSE_BRIDGE].flatten(1)
 
 
 def _run_stages(stages, params, shape_param, log_focal, loss_fn, settings, optimize_shape, optimize_focal):
