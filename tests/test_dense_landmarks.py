@@ -93,26 +93,30 @@ def test_the_embedding_puts_every_face_point_on_the_surface(head, small_embeddin
     assert weights[lips].mean() > weights[weights > 0].mean() * 0.9  # lips weigh at least average
 
 
-def test_the_embedding_lands_where_mediapipe_sees_a_new_head(head, small_embedding):
-    """A head the embedding never saw (another identity, seed): the embedded points, posed and
-    projected, lie close to mediapipe's detections on its render."""
+def _new_head_seen(head, yaw: float, jaw: float = 0.0):
+    """A head no embedding here was built from (the first identity of seed 99), rendered as the
+    embedding renders them: mediapipe's points on it (478, 2), its shape (1, S), K and world_to_cam."""
+    from onehead.data import synthetic
     from onehead.tracking.dense import _renders
     from onehead.tracking.landmarks import LandmarkDetector
 
-    image, _ = next(_renders(head, 1, (10.0,), 384, seed=99))
+    image, _ = next(_renders(head, 1, (yaw,), 384, seed=99, jaws=(jaw,)))
     with LandmarkDetector(mode="image") as detector:
         found = detector.detect(image)
     assert found is not None
-    # the same identity, camera and framing as that render (the first identity of seed 99)
-    from onehead.data import synthetic
-
     identity = synthetic.random_identity(np.random.default_rng(99), head.num_shape, "dense")
     target, field = synthetic.head_framing(head)
     K = intrinsics(384 / (0.8 * field), 384, 384)
-    w2c = torch.as_tensor(synthetic.look_at_camera(10.0, 0.0, 1.0, target))
-    out = head(shape=torch.as_tensor(identity.shape * 0.7)[None], points=small_embedding.points(head))
+    w2c = torch.as_tensor(synthetic.look_at_camera(yaw, 0.0, 1.0, target))
+    return torch.as_tensor(found.points[:, :2]), torch.as_tensor(identity.shape * 0.7)[None], K, w2c
+
+
+def test_the_embedding_lands_where_mediapipe_sees_a_new_head(head, small_embedding):
+    """A head the embedding never saw (another identity, seed): the embedded points, posed and
+    projected, lie close to mediapipe's detections on its render."""
+    detected, shape, K, w2c = _new_head_seen(head, yaw=10.0)
+    out = head(shape=shape, points=small_embedding.points(head))
     pixels, _ = project(out.points, K, w2c)
-    detected = torch.as_tensor(found.points[:, :2])
     iod = (detected[263] - detected[33]).norm()
     error = ((pixels[0] - detected).norm(dim=-1) / iod)[:468]
     assert error.median() < 0.04, float(error.median())
@@ -129,27 +133,15 @@ def test_open_mouth_renders_put_the_inner_lips_where_mediapipe_sees_an_open_mout
     """Embedded from closed mouths alone, the inner-lip points sit on the closed lips' seam; an open
     mouth shows its inner lip edges further in. Renders with the jaw open too bring the embedded
     gap (points 13, 14) nearer mediapipe's on a new head with its mouth open."""
-    from onehead.data import synthetic
-    from onehead.tracking.dense import _renders
-    from onehead.tracking.landmarks import LandmarkDetector
-
     closed = build_dense_embedding(head, identities=1, yaws=(0.0,), size=384, seed=5, jaws=(0.0,))
     opened = build_dense_embedding(head, identities=1, yaws=(0.0,), size=384, seed=5, jaws=(0.0, 8.0, 16.0))
     assert opened.samples[13] == 3 and closed.samples[13] == 1  # every render is lifted
-    image, _ = next(_renders(head, 1, (0.0,), 384, seed=99, jaws=(14.0,)))
-    with LandmarkDetector(mode="image") as detector:
-        found = detector.detect(image)
-    assert found is not None
-    identity = synthetic.random_identity(np.random.default_rng(99), head.num_shape, "dense")
-    target, field = synthetic.head_framing(head)
-    K = intrinsics(384 / (0.8 * field), 384, 384)
-    w2c = torch.as_tensor(synthetic.look_at_camera(0.0, 0.0, 1.0, target))
+    detected, shape, K, w2c = _new_head_seen(head, yaw=0.0, jaw=14.0)
     jaw = torch.tensor([[np.radians(14.0), 0.0, 0.0]], dtype=torch.float32)
-    detected = torch.as_tensor(found.points[:, :2])
     detected_gap = (detected[14] - detected[13]).norm()
     gaps = {}
     for name, embedding in (("closed", closed), ("opened", opened)):
-        out = head(shape=torch.as_tensor(identity.shape * 0.7)[None], jaw_pose=jaw, points=embedding.points(head))
+        out = head(shape=shape, jaw_pose=jaw, points=embedding.points(head))
         pixels, _ = project(out.points, K, w2c)
         gaps[name] = float((pixels[0, 14] - pixels[0, 13]).norm())
     assert abs(gaps["opened"] - detected_gap) < abs(gaps["closed"] - detected_gap), (gaps, float(detected_gap))

@@ -398,6 +398,19 @@ def test_expression_asymmetry_counts_only_what_moves_one_side(head):
     assert lopsided[EXPRESSION_NAMES.index("smile_left")] > 0.05  # of the eye distance per unit
 
 
+def _one_frame_expression(head, face: dict, **settings) -> torch.Tensor:
+    """The expression fitted to the 68 points of one head posed with `face` (head-model keywords),
+    the shape held at the mean; `settings` are FitSettings fields."""
+    K = intrinsics(default_focal(512, 512), 512, 512)[None]
+    w2c = default_world_to_cam(batch=1)
+    with torch.no_grad():
+        truth = head(**face, translation=torch.zeros(1, 3), landmarks_only=True, frontal_contour=True)
+        targets, _ = project(truth.landmarks68, K, w2c)
+    fit = fit_frames(head, targets, K, w2c, torch.ones(1, dtype=torch.bool), shape=torch.zeros(head.num_shape),
+                     optimize_shape=False, settings=FitSettings(smooth_weight=0.0, **settings))
+    return fit["expression"]
+
+
 def test_the_asymmetry_prior_keeps_a_turned_symmetric_face_symmetric(head):
     """A turned head with a symmetric expression: with the prior (the default) the fitted expression
     moves the two sides alike; without it the fit may lean on one-sided components."""
@@ -407,17 +420,11 @@ def test_the_asymmetry_prior_keeps_a_turned_symmetric_face_symmetric(head):
     expression = torch.zeros(1, head.num_expression)
     expression[0, EXPRESSION_NAMES.index("mouth_open")] = 0.8
     expression[0, EXPRESSION_NAMES.index("brow_raise")] = 0.8
-    K = intrinsics(default_focal(512, 512), 512, 512)[None]
-    w2c = default_world_to_cam(batch=1)
-    with torch.no_grad():
-        truth = head(expression=expression, global_pose=global_pose, translation=torch.zeros(1, 3),
-                     landmarks_only=True, frontal_contour=True)
-        targets, _ = project(truth.landmarks68, K, w2c)
     lopsided = {}
     for prior in (0.0, FitSettings().asymmetry_prior):
-        fit = fit_frames(head, targets, K, w2c, torch.ones(1, dtype=torch.bool), shape=torch.zeros(head.num_shape),
-                         optimize_shape=False, settings=FitSettings(smooth_weight=0.0, asymmetry_prior=prior))
-        lopsided[prior] = float((fit["expression"] @ expression_asymmetry(head)).norm())
+        face = dict(expression=expression, global_pose=global_pose)
+        fitted = _one_frame_expression(head, face, asymmetry_prior=prior)
+        lopsided[prior] = float((fitted @ expression_asymmetry(head)).norm())
     assert FitSettings().asymmetry_prior > 0
     assert lopsided[FitSettings().asymmetry_prior] < 0.5 * lopsided[0.0]
 
@@ -432,16 +439,10 @@ def test_the_bridge_prior_keeps_the_expression_off_the_nose_bridge(head):
     for free in ("mouth_open", "smile"):
         assert bridge[EXPRESSION_NAMES.index(free)] < 0.2 * bridge[EXPRESSION_NAMES.index("nose_wrinkle")]
     shape = torch.randn(1, head.num_shape, generator=torch.Generator().manual_seed(3)) * 1.5
-    K = intrinsics(default_focal(512, 512), 512, 512)[None]
-    w2c = default_world_to_cam(batch=1)
-    with torch.no_grad():
-        truth = head(shape=shape, translation=torch.zeros(1, 3), landmarks_only=True, frontal_contour=True)
-        targets, _ = project(truth.landmarks68, K, w2c)
     moved = {}
     for prior in (0.0, FitSettings().bridge_prior):
-        fit = fit_frames(head, targets, K, w2c, torch.ones(1, dtype=torch.bool), shape=torch.zeros(head.num_shape),
-                         optimize_shape=False, settings=FitSettings(smooth_weight=0.0, bridge_prior=prior))
-        moved[prior] = float((fit["expression"] @ expression_bridge_motion(head)).norm())
+        fitted = _one_frame_expression(head, dict(shape=shape), bridge_prior=prior)
+        moved[prior] = float((fitted @ expression_bridge_motion(head)).norm())
     assert FitSettings().bridge_prior > 0
     assert moved[FitSettings().bridge_prior] < 0.5 * moved[0.0], moved
 

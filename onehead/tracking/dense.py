@@ -5,13 +5,13 @@
 
 The embedding is learned by looking: the head model is rendered (several painted identities, a
 neutral face with the mouth closed and open, yaws from -30 to 30 degrees), mediapipe finds its 478
-points in each render, and
-each point is lifted to the surface under its pixel (face and barycentric weights). Per point,
-the surface spot that lies nearest all the others in template space (the medoid) is kept, and
-the spread around it says how consistently mediapipe places that point. So the fit compares
-mediapipe's points with the places mediapipe itself sees them on this model, for any head model
-in FLAME format: onehead's open model, or a user's FLAME (rendered untextured when it has no
-UV layout). Cached under onehead's cache folder by the model's template and faces.
+points in each render, and each point is lifted to the surface under its pixel (face and
+barycentric weights). Per point, the surface spot that lies nearest all the others in template
+space (the medoid) is kept, and the spread around it says how consistently mediapipe places that
+point. So the fit compares mediapipe's points with the places mediapipe itself sees them on this
+model, for any head model in FLAME format: onehead's open model, or a user's FLAME (rendered
+untextured when it has no UV layout). Cached under onehead's cache folder by the model's template
+and faces.
 """
 
 from __future__ import annotations
