@@ -96,7 +96,7 @@ _MEMORY: dict[str, DenseEmbedding] = {}
 
 
 def dense_embedding(head: HeadModel, progress: bool = False) -> DenseEmbedding:
-    """The head's DenseEmbedding from memory, the cache folder, or a fresh build (about 40 s on 2 cores)."""
+    """The head's DenseEmbedding from memory, the cache folder, or a fresh build (15-40 s on 2 cores)."""
     key = _head_key(head)
     if key in _MEMORY:
         return _MEMORY[key]

@@ -154,7 +154,7 @@ def _dense_targets(head: HeadModel, detections: Detections, progress: bool, sigm
     Gaussian: no lag), because mediapipe's z shakes more than its x and y."""
     from onehead.tracking.dense import dense_embedding
 
-    embedding = dense_embedding(head, progress)  # built once per head model (about 40 s), then cached
+    embedding = dense_embedding(head, progress)  # built once per head model (15-40 s), then cached
     weights = embedding.weights()
     depth_weights = embedding.depth_weights(head) if detections.depth is not None else np.zeros_like(weights)
     mapped = np.zeros_like(weights, bool)
