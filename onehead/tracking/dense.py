@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ class DenseEmbedding:
     bary: np.ndarray  # (478, 3) float32
     spread: np.ndarray  # (478,) metres: median distance of the lifted samples from the kept spot
     samples: np.ndarray  # (478,) int: how many renders saw the point on the surface
+    _depth_weights: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def points(self, head: HeadModel, indices=None) -> SurfacePoints:
         """SurfacePoints of all 478 points, or of those `indices`."""
@@ -71,7 +72,10 @@ class DenseEmbedding:
     def depth_weights(self, head: HeadModel) -> np.ndarray:
         """(478,) weights of the depth term (onehead.tracking.fit.depth_residual), summing to 68:
         DEPTH_POINTS of the points on the face's rigid parts (nose, brows, forehead, cheeks) that the
-        renders placed consistently, spread evenly over them (farthest-point order on the template)."""
+        renders placed consistently, spread evenly over them (farthest-point order on the template).
+        Chosen once per embedding (about 25 ms), then kept."""
+        if self._depth_weights is not None:
+            return self._depth_weights.copy()
         from onehead.tracking.landmarks import mediapipe_regions
 
         regions = mediapipe_regions()
@@ -84,7 +88,8 @@ class DenseEmbedding:
         chosen = index[_farthest_points((corners * self.bary[index, :, None]).sum(1), DEPTH_POINTS)]
         weights = np.zeros(NUM_POINTS, np.float32)
         weights[chosen] = 68 / max(len(chosen), 1)
-        return weights
+        self._depth_weights = weights
+        return weights.copy()
 
 
 def dense_points(head: HeadModel, progress: bool = False) -> SurfacePoints:
