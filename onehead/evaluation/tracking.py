@@ -111,8 +111,9 @@ def neutral_like(tracking: Tracking) -> Tracking:
     return replace(tracking, expression=np.zeros_like(tracking.expression), jaw_pose=np.zeros_like(tracking.jaw_pose))
 
 
-def compare(tracked: Tracking, truth: Tracking, head: HeadModel) -> dict:
-    """Per-frame errors of one tracked view against its truth (arrays; pooled by `summarise`)."""
+def compare(tracked: Tracking, truth: Tracking, head: HeadModel, true_face=None) -> dict:
+    """Per-frame errors of one tracked view against its truth (arrays; pooled by `summarise`).
+    true_face: `faces_at_rest(head, truth, truth.shape)` when the caller has it."""
     from onehead.tracking.landmarks import MEDIAPIPE_TO_IBUG68
 
     if tracked.expression.shape != truth.expression.shape:
@@ -120,7 +121,8 @@ def compare(tracked: Tracking, truth: Tracking, head: HeadModel) -> dict:
                              f"{len(truth.expression)} frames, the tracking {tracked.expression.shape[1]} over "
                              f"{len(tracked.expression)}: track with the head model that rendered the data")
     ours, true = head_in_camera(tracked), head_in_camera(truth)
-    face, true_face = faces_at_rest(head, tracked, truth.shape), faces_at_rest(head, truth, truth.shape)
+    face = faces_at_rest(head, tracked, truth.shape)
+    true_face = faces_at_rest(head, truth, truth.shape) if true_face is None else true_face
     ours_turn, true_turn = turns_from_first(ours), turns_from_first(true)
     labels = truth.landmarks68.astype(np.float64)
     eyes = np.linalg.norm(labels[:, 45] - labels[:, 36], axis=-1)[:, None]
@@ -247,13 +249,14 @@ def evaluate_tracking(root: str | Path, options: TrackingEvalOptions | None = No
         if tracked is None:
             lost[(sequence, view_name)] = len(pixels)  # no frame to score; counts against `found`
             continue
-        parts[(sequence, view_name)] = compare(tracked, truth, heads[truth.head_model])
+        true_face = faces_at_rest(heads[truth.head_model], truth, truth.shape)  # shared with `neutral`
+        parts[(sequence, view_name)] = compare(tracked, truth, heads[truth.head_model], true_face)
         points = np.concatenate([detections.points, detections.depth[..., None]], -1)[:, :468]
         parts[(sequence, view_name)]["turn_mediapipe"] = detected_turns(points.astype(np.float64))
         if options.video:
             grid.append(np.concatenate([overlay_tracking(pixels, truth, heads[truth.head_model], show_detections=False),
                                         overlay_tracking(pixels, tracked, heads[truth.head_model])], axis=2))
-        neutral[(sequence, view_name)] = compare(neutral_like(tracked), truth, heads[truth.head_model])
+        neutral[(sequence, view_name)] = compare(neutral_like(tracked), truth, heads[truth.head_model], true_face)
     if not parts:
         raise NoFaceError(f"--data {root}: mediapipe found no face in any view")
     if options.video:
