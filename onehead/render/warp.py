@@ -352,9 +352,8 @@ def fill_mirrored(image: np.ndarray, hole: np.ndarray, soften: float = 1.5) -> n
     from_above = nearest_ok & (edge_rows <= rows)
     unreflected = hole & ~row_ok & ~nearest_ok  # the only pixels that take the smooth fill
     smooth = _fill_smooth(image, hole) if unreflected.any() else image
-    mirrored = np.where(from_above[..., None], nearest,
-                        np.where(row_ok[..., None], row, np.where(nearest_ok[..., None], nearest, smooth)))
-    mirrored = mirrored.astype(np.float32)
+    mirrored = np.select([from_above[..., None], row_ok[..., None], nearest_ok[..., None]],  # the order above
+                         [nearest, row, nearest], smooth).astype(np.float32)
     if soften > 0:
         mirrored = cv2.GaussianBlur(mirrored, (0, 0), soften)
     out = image.copy()
