@@ -12,8 +12,8 @@ import torch
 from onehead.errors import ConfigError
 from onehead.models.gaussian_diffusion import GaussianDiffusionConfig, InferenceSettings
 from onehead.pipelines.gaussian_diffusion import GaussianDiffusionAnimator
-from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, carry_foreground, fill_mirrored,
-                                 fill_warp, mouth_mask, seams_between, without_specks)
+from onehead.render.warp import (MOUTH_INTERIOR, Warp, _fill_smooth, _identity_grid, antialiased, carry_foreground,
+                                 fill_mirrored, fill_warp, mouth_mask, seams_between, soft_edge, without_specks)
 from test_animator import SMALL_UNET as UNET  # the same small UNet as the other Animator tests
 
 
@@ -303,6 +303,54 @@ def test_carry_foreground_marks_what_moved():
     faded[..., 52:60, 24:40] = 0.3  # a neck fading out below the head: neither carried nor a hole
     _, moving = carry_foreground(image, warp, faded)
     assert float(moving[..., 54:60, 24:40].max()) == 0 and float(moving[..., 20:40, 20:40].min()) == 1
+
+
+def test_a_faded_strip_beside_the_head_moves_with_it_and_leaves_no_speck():
+    """The faded neck just outside the head mesh (within `fringe` of the size) moves whole with the
+    head; left behind, it would stay as a speck of skin beside the moved head."""
+    size, shift = 128, -8  # the head moves left, away from the strip
+    image, warp, _, _ = _translated_head(size=size, shift=shift)
+    head = warp.reference_covered[0, 0] > 0  # a disk of radius 12 about (64, 64)
+    strip = torch.zeros(size, size, dtype=torch.bool)
+    strip[58:70, 76:79] = True  # up to 3 px right of the head (fringe: 0.025 of 128 px)
+    strip &= ~head
+    faded = warp.reference_covered.clone()
+    faded[0, 0][strip] = 0.3
+    image[:, 2][:, strip] = 0.9  # a blue skin strip on the blue-0.5 backdrop
+    (_, alpha), moving = carry_foreground(image, warp, faded)
+    assert bool(moving[0, 0][strip].all())  # it leaves its place
+    frames = fill_warp(image, warp, foreground=faded)
+    left_behind = strip & ~torch.roll(strip, shift, dims=-1) & (warp.covered[0, 0] == 0)
+    assert left_behind.sum() > 10 and frames[0, 2][left_behind].max() < 0.7  # no skin stays there
+    far = faded.clone()
+    far[0, 0, 100:110, 60:70] = 0.3  # the rest of a faded part, far from the head: neither carried nor a hole
+    _, moving = carry_foreground(image, warp, far)
+    assert float(moving[0, 0, 100:110, 60:70].max()) == 0
+
+
+def test_antialiased_softens_the_silhouette_but_not_against_carried_hair():
+    covered = np.zeros((20, 20), bool)
+    covered[5:15, 5:15] = True
+    alpha = antialiased(covered)
+    assert alpha[10, 10] == 1 and alpha[0, 0] == 0  # inside whole, outside nothing
+    assert 0.5 < alpha[10, 5] < 1 and alpha[5, 5] < alpha[10, 5]  # an edge part-covered, a corner less
+    hair = np.zeros((20, 20), bool)
+    hair[5:15, 15:18] = True  # carried hair goes on beyond the right edge
+    assert antialiased(covered, hair)[10, 14] == 1 and antialiased(covered, hair)[10, 5] == alpha[10, 5]
+    still = np.zeros((20, 20))
+    still[:, 10:] = 0.5  # the right half moved half a pixel: half the softening; the left, none
+    np.testing.assert_array_equal(antialiased(covered, moved=still)[:, :10], covered[:, :10])
+    assert antialiased(covered, moved=still)[10, 14] == 1 - 0.25 * (1 - alpha[10, 14]) / 0.5
+
+
+def test_soft_edge_blends_the_rim_but_hides_a_faded_part_and_dropped_pieces():
+    alpha = np.array([[0.0, 0.3, 0.5, 0.6, 1.0, 0.2, 0.2, 0.2, 0.0, 0.9]])
+    kept = alpha > 0.5
+    kept[0, 9] = False  # a speck without_specks dropped
+    soft = soft_edge(alpha, kept)
+    assert soft[0, 4] == 1 and soft[0, 2] == 0.5 and 0.5 < soft[0, 3] < 1  # the rim ramps up
+    assert soft[0, 1] < 0.1 and soft[0, 7] == 0  # a faded part shows little or nothing
+    assert soft[0, 9] == 0 and soft[0, 0] == 0
 
 
 def test_mouth_mask_is_the_inner_lip_polygon():

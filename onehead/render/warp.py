@@ -103,12 +103,18 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     reference_moving = warp.reference_covered
     if foreground is not None:
         carried, reference_moving = carry or carry_foreground(reference, warp, foreground)
-        carried_alpha = (carried[1][:, 0] > 0.5).cpu().numpy()
+        carried_soft = carried[1][:, 0].cpu().numpy()
+        carried_alpha = carried_soft > 0.5
         carried_colours = frames_to_uint8(carried[0])
     reference_moving = reference_moving[:, 0].cpu().numpy() > 0
     covered = warp.covered[:, 0].cpu().numpy() > 0
     holes = covered & (warp.visible[:, 0].cpu().numpy() == 0)
     warped = frames_to_uint8(warp.image)
+    # how far each covered pixel moved, in pixels: a silhouette that stayed is the photo's own edge
+    height, width = warp.grid.shape[1:3]
+    identity = _identity_grid(height, width, warp.grid.device, warp.grid.dtype)
+    scale = torch.tensor([width / 2, height / 2], dtype=warp.grid.dtype, device=warp.grid.device)
+    moved_px = ((warp.grid - identity) * scale).norm(dim=-1).cpu().numpy()
     # the plate behind what moves: Telea for the head alone; for head and hair, what lies around
     # them mirrored in (the backdrop above and beside the head, the torso beside the neck)
     if foreground is None:
@@ -123,8 +129,9 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         frame = (background if shared else fill(references[r], reference_moving[min(i, len(reference_moving) - 1)])).copy()
         if foreground is not None:
             carried_alpha[i] = without_specks(carried_alpha[i], covered[i])
-            frame[carried_alpha[i]] = carried_colours[i][carried_alpha[i]]
-        frame[covered[i]] = warped[i][covered[i]]
+            frame = _over(frame, carried_colours[i], soft_edge(carried_soft[i], carried_alpha[i]))
+        behind = ~covered[i] & (carried_alpha[i] if foreground is not None else False)
+        frame = _over(frame, warped[i], antialiased(covered[i], behind, moved_px[i]))
         gaps = seams_between(covered[i], carried_alpha[i]) if foreground is not None else False
         frame = _inpaint(frame, holes[i] | gaps, inpaint_radius)
         if mouth is not None:
@@ -136,6 +143,37 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         out.append(frame)
     frames = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
     return frames.to(warp.image.device)
+
+
+def _over(below: np.ndarray, above: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) `above` over `below` with alpha (H, W) in [0, 1]."""
+    a = alpha[..., None]
+    return (below * (1 - a) + above * a + 0.5).astype(np.uint8)
+
+
+def soft_edge(alpha: np.ndarray, kept: np.ndarray, steepness: float = 3.0) -> np.ndarray:
+    """(H, W) in [0, 1]: a carried foreground's soft alpha (H, W) steepened about 0.5, so its edge
+    blends over a pixel or two instead of a hard stair, yet a faded part (a neck fading out) does
+    not show through as a ghost; zero away from the kept pieces (`kept`, bool: alpha > 0.5 less
+    `without_specks`)."""
+    import cv2
+
+    near_kept = cv2.dilate(kept.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0
+    return np.clip((alpha - 0.5) * steepness + 0.5, 0, 1) * near_kept
+
+
+def antialiased(covered: np.ndarray, continued: np.ndarray | bool = False,
+                moved: np.ndarray | float = 1.0) -> np.ndarray:
+    """(H, W) in [0, 1]: a rasterized mask (H, W, bool) with its edge pixels part-covered (less half
+    the share of their 3x3 neighbourhood that is uncovered), so a warped head's silhouette is not a
+    hard stair. Not where the uncovered side is `continued` (bool (H, W): the carried hair beside
+    the head, which goes on the same picture rather than lying behind it), and in proportion to
+    how far each pixel `moved` (pixels, up to 1): a silhouette that stayed is the photo's own edge."""
+    import cv2
+
+    behind = (~covered & ~np.asarray(continued, bool)).astype(np.float32)
+    share = cv2.blur(behind, (3, 3), borderType=cv2.BORDER_REPLICATE)
+    return covered * (1 - 0.5 * share * np.clip(moved, 0, 1))
 
 
 def without_specks(carried: np.ndarray, head: np.ndarray, smallest: float = 0.001) -> np.ndarray:
@@ -224,7 +262,7 @@ def _inpaint(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
 
 
 def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tensor, reach: float = 0.08,
-                     threshold: float = 0.02, rim: int = 4,
+                     threshold: float = 0.02, rim: int = 4, fringe: float = 0.025,
                      iterations: int = 6) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The reference's foreground beside the head, moved by the head's motion extended outward.
 
@@ -236,7 +274,9 @@ def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tens
     moved is never also left behind. Returns ((colours (N, 3, H, W),
     alpha (N, 1, H, W)) of the carried foreground outside the head mesh, and the reference-side
     mask (1 or N, 1, H, W) of what moved: the head and the foreground where the motion reaches).
-    Where the moved foreground leaves a gap, the inpainted background shows."""
+    Where the moved foreground leaves a gap, the inpainted background shows. Within `fringe` of the
+    image size of the head mesh, a faded foreground (the neck's strip beside the jaw, just outside
+    the mesh) moves whole too: left behind, it would stay as a speck of skin beside the moved head."""
     if warp.forward is None:
         raise ConfigError("carry_foreground needs the warp's forward motion: warp_reference(..., forward=True)")
     count, _, height, width = warp.covered.shape
@@ -261,7 +301,11 @@ def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tens
     back = torch.where(take_near, near, far)
     grid = identity + back.permute(0, 2, 3, 1)
     source = reference.expand(count, -1, -1, -1) if reference.shape[0] == 1 else reference
-    person = foreground.to(source.dtype)
+    k = foreground.shape[0]  # 1 or N references
+    reach_px = max(1, round(fringe * max(height, width)))
+    near_head = F.max_pool2d(reference_covered[:k].to(source.dtype), 2 * reach_px + 1, stride=1, padding=reach_px)
+    beside_head = near_head * (foreground > threshold).to(source.dtype)
+    person = torch.maximum(foreground.to(source.dtype), beside_head)
     person = person.expand(count, -1, -1, -1) if person.shape[0] == 1 else person
     colours = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # the person outside the head mesh (far from the head the motion is zero, so it stays); the
@@ -270,11 +314,11 @@ def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tens
     person = person * (1 - inner)
     alpha = F.grid_sample(person, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     alpha = alpha * (1 - warp.covered)
-    k = foreground.shape[0]  # 1 or N references
     # what leaves its place: the solid foreground and a 2-pixel margin (its soft edge), so no rim of it
-    # stays behind; not a faded part (a neck fading out towards the chin), which is not carried either
+    # stays behind, and the fringe beside the head; not the rest of a faded part (a neck fading out
+    # towards the chin), which is not carried either
     edge = F.max_pool2d((foreground > 0.5).to(source.dtype), 5, stride=1, padding=2)
-    moving = torch.maximum(reference_covered[:k], edge * (weight[:k] > threshold))
+    moving = torch.maximum(reference_covered[:k], torch.maximum(edge * (weight[:k] > threshold), beside_head))
     return (colours, alpha), moving
 
 
