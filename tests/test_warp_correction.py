@@ -291,6 +291,33 @@ def test_moving_foreground_stops_at_the_chin_and_leaves_the_collar():
                                   & (np.arange(100)[:, None] < 60))
 
 
+def _face_landmarks(cx: float, cy: float, eyes: float) -> np.ndarray:
+    """68 iBUG-like points of a frontal face centred at (cx, cy) with outer eye corners `eyes` apart."""
+    points = np.zeros((68, 2), np.float32)
+    angles = np.linspace(np.pi, 0, 17)  # the jaw: the lower half of an ellipse, right to left in the image
+    points[:17] = np.stack([cx - 0.9 * eyes * np.cos(angles), cy + 1.1 * eyes * np.sin(angles)], -1)
+    points[17:27] = np.stack([np.linspace(cx - 0.8 * eyes, cx + 0.8 * eyes, 10), np.full(10, cy - 0.5 * eyes)], -1)
+    points[27:68] = (cx, cy)
+    points[36], points[45] = (cx - eyes / 2, cy - 0.3 * eyes), (cx + eyes / 2, cy - 0.3 * eyes)
+    points[27] = (cx, cy - 0.3 * eyes)
+    return points
+
+
+def test_beside_the_head_splits_off_another_face_but_keeps_wide_hair():
+    from onehead.pipelines.reenactment import beside_the_head
+
+    size, eyes = 200, 40.0
+    landmarks = _face_landmarks(80, 100, eyes)
+    rows, columns = np.mgrid[:size, :size]
+    head = (columns - 80) ** 2 + (rows - 95) ** 2 < 55 ** 2  # face, scalp and wide hair (up to ~0.6 eye distances out)
+    other = (columns - 165) ** 2 + (rows - 90) ** 2 < 28 ** 2  # another face beside it, 2 eye distances away
+    bridge = (np.abs(rows - 90) < 6) & (columns > 120) & (columns < 145)  # joined to the hair by a neck of 12 px
+    claimed = beside_the_head(head | other | bridge, landmarks)
+    assert claimed[other].mean() > 0.95  # the other face is split off
+    assert not claimed[head].any()  # none of the head and its hair
+    assert not beside_the_head(head, landmarks).any()  # a head alone keeps everything
+
+
 def test_carry_foreground_marks_what_moved():
     image, warp, person, _ = _translated_head()
     (colours, alpha), moving = carry_foreground(image, warp, person)

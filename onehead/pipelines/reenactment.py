@@ -78,7 +78,8 @@ def prepare_reference(reference, head, size: int, reference_tracking=None, progr
 
 def moving_foreground(reference: Reference, fade: float = 0.1) -> np.ndarray | None:
     """The part of the reference's person mask that moves with the head (hair, a hat). Above
-    `fade` of the image height over the chin: the piece of the mask that holds the nose tip.
+    `fade` of the image height over the chin: the piece of the mask that holds the nose tip, less
+    what joins it beside the head (`beside_the_head`: another face, a raised shoulder).
     Below that, fading out to the chin: only what lies under the lower jaw (jaw points 3-13: the
     neck). So the collar and the torso stay, also where a collar rises beside the chin. None when
     the reference has no mask."""
@@ -98,9 +99,44 @@ def moving_foreground(reference: Reference, fade: float = 0.1) -> np.ndarray | N
     if pieces[y, x] == 0:  # the mask misses the face: keep it all
         return moving
     keep = ndimage.binary_dilation(pieces == pieces[y, x], iterations=thin) & core
+    keep &= ~beside_the_head(keep, landmarks)  # another face, a raised shoulder: they stay
     jaw, columns = landmarks[3:14, 0], np.arange(size)[None, :]
     under_jaw = (weight < 1) & (columns >= jaw.min()) & (columns <= jaw.max())
     return moving * ndimage.binary_dilation(keep | under_jaw, iterations=2)  # with its soft edge
+
+
+def beside_the_head(person: np.ndarray, landmarks68: np.ndarray, reach: float = 0.5,
+                    thickness: float = 0.2, skull: float = 1.0) -> np.ndarray:
+    """(S, S) bool: what of a person mask (S, S, bool) joined to the head belongs to something else,
+    such as another person's face or a shoulder raised beside the chin. The mask is split along its
+    narrowest joins (watershed of its distance to the edge) between two kinds of seeds: the head
+    (the hull of the 68 landmarks and of the brows raised by `skull` eye distances, for the scalp),
+    and every thick part (a local maximum of that distance, at least `thickness` eye distances)
+    further than `reach` eye distances from the head. Returns what the second kind claims; hair,
+    however wide, has no thick part of its own away from the head and stays with it."""
+    import cv2
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    size = person.shape[0]
+    eyes = float(np.linalg.norm(landmarks68[45] - landmarks68[36]))
+    up = landmarks68[27] - landmarks68[8]
+    up = up / max(float(np.linalg.norm(up)), 1e-6)
+    outline = np.concatenate([landmarks68, landmarks68[17:27] + up * skull * eyes])
+    head = np.zeros((size, size), np.uint8)
+    if not np.isfinite(outline).all() or eyes <= 0:
+        return np.zeros_like(person)
+    cv2.fillConvexPoly(head, cv2.convexHull(np.round(outline).astype(np.int32)), 1)
+    head = head.astype(bool)
+    depth = ndimage.distance_transform_edt(person)
+    far = ndimage.distance_transform_edt(~head) > reach * eyes
+    thick = (depth == ndimage.maximum_filter(depth, size=5)) & (depth >= thickness * eyes) & far & person
+    if not thick.any() or not (head & person).any():
+        return np.zeros_like(person)
+    seeds = np.zeros((size, size), np.int32)
+    seeds[thick] = 2
+    seeds[head & person] = 1
+    return watershed(-depth, seeds, mask=person) == 2
 
 
 def person_mask(image: np.ndarray) -> np.ndarray:
