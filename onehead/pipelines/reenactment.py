@@ -118,14 +118,13 @@ def beside_the_head(person: np.ndarray, landmarks68: np.ndarray, reach: float = 
     from scipy import ndimage
     from skimage.segmentation import watershed
 
-    size = person.shape[0]
     eyes = float(np.linalg.norm(landmarks68[45] - landmarks68[36]))
     up = landmarks68[27] - landmarks68[8]
     up = up / max(float(np.linalg.norm(up)), 1e-6)
     outline = np.concatenate([landmarks68, landmarks68[17:27] + up * skull * eyes])
-    head = np.zeros((size, size), np.uint8)
     if not np.isfinite(outline).all() or eyes <= 0:
         return np.zeros_like(person)
+    head = np.zeros(person.shape, np.uint8)
     cv2.fillConvexPoly(head, cv2.convexHull(np.round(outline).astype(np.int32)), 1)
     head = head.astype(bool)
     depth = ndimage.distance_transform_edt(person)
@@ -133,7 +132,7 @@ def beside_the_head(person: np.ndarray, landmarks68: np.ndarray, reach: float = 
     thick = (depth == ndimage.maximum_filter(depth, size=5)) & (depth >= thickness * eyes) & far & person
     if not thick.any() or not (head & person).any():
         return np.zeros_like(person)
-    seeds = np.zeros((size, size), np.int32)
+    seeds = np.zeros(person.shape, np.int32)
     seeds[thick] = 2
     seeds[head & person] = 1
     return watershed(-depth, seeds, mask=person) == 2

@@ -86,7 +86,8 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
               mouth_colours: torch.Tensor | None = None, carry=None) -> torch.Tensor:
     """The whole frames (N, 3, H, W) in [0, 1] of a warp of `reference` (1 or N, 3, H, W) in [0, 1]:
     outside the head, the reference with its own head region inpainted; on the head, the warped
-    reference, with the pixels the reference does not see inpainted. 8-bit, like the images.
+    reference, with the pixels the reference does not see inpainted and a moved silhouette's edge
+    pixels blended with what lies behind (`antialiased`). 8-bit, like the images.
 
     foreground (1 or N, 1, H, W) in [0, 1], what of the reference moves beside the head (hair, a
     hat): it moves with the head too (`carry_foreground`), and the plate behind it and the head
@@ -130,8 +131,8 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
         if foreground is not None:
             carried_alpha[i] = without_specks(carried_alpha[i], covered[i])
             frame = _over(frame, carried_colours[i], soft_edge(carried_soft[i], carried_alpha[i]))
-        behind = ~covered[i] & (carried_alpha[i] if foreground is not None else False)
-        frame = _over(frame, warped[i], antialiased(covered[i], behind, moved_px[i]))
+        hair_beside = ~covered[i] & (carried_alpha[i] if foreground is not None else False)
+        frame = _over(frame, warped[i], antialiased(covered[i], hair_beside, moved_px[i]))
         gaps = seams_between(covered[i], carried_alpha[i]) if foreground is not None else False
         frame = _inpaint(frame, holes[i] | gaps, inpaint_radius)
         if mouth is not None:
@@ -329,8 +330,8 @@ def carry_foreground(reference: torch.Tensor, warp: Warp, foreground: torch.Tens
     grid = identity + back.permute(0, 2, 3, 1)
     source = reference.expand(count, -1, -1, -1) if reference.shape[0] == 1 else reference
     k = foreground.shape[0]  # 1 or N references
-    reach_px = max(1, round(fringe * max(height, width)))
-    near_head = F.max_pool2d(reference_covered[:k].to(source.dtype), 2 * reach_px + 1, stride=1, padding=reach_px)
+    fringe_px = max(1, round(fringe * max(height, width)))
+    near_head = F.max_pool2d(reference_covered[:k].to(source.dtype), 2 * fringe_px + 1, stride=1, padding=fringe_px)
     beside_head = near_head * (foreground > threshold).to(source.dtype)
     person = torch.maximum(foreground.to(source.dtype), beside_head)
     person = person.expand(count, -1, -1, -1) if person.shape[0] == 1 else person
