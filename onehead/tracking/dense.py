@@ -17,7 +17,6 @@ and faces.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,22 +156,23 @@ def _renders(head: HeadModel, identities: int, yaws, size: int, seed: int, jaws=
         identity = synthetic.random_identity(rng, head.num_shape, "dense")
         shape = identity.shape * 0.7  # typical faces, not caricatures
         albedo = None if atlas is None else synthetic.paint_albedo(atlas, identity.appearance)
-        for jaw, yaw in itertools.product(jaws, yaws):
+        for jaw in jaws:
             rest = {k: np.zeros((1, n), np.float32) for k, n in head.parameter_sizes.items() if k != "shape"}
             rest["jaw_pose"][0, 0] = np.radians(jaw)  # about the head's x axis: the mouth opens
             with torch.no_grad():
                 vertices = head(shape=torch.as_tensor(shape)[None], jaw_pose=torch.as_tensor(rest["jaw_pose"])).vertices
-            world_to_cam = synthetic.look_at_camera(yaw, 0.0, 1.0, target)
-            with torch.no_grad():
-                fragments = rasterize_mesh(vertices, head.faces, K, torch.as_tensor(world_to_cam), size, size)
-            if albedo is not None:
-                view = synthetic.render_head(head, shape, rest, albedo, K.numpy(), world_to_cam, size, light,
-                                             background)
-                rgb = view.rgb[0]
-            else:
-                rgb = _shaded(head, vertices, fragments, world_to_cam, light, background)
-            image = (rgb.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
-            yield np.ascontiguousarray(image), fragments
+            for yaw in yaws:
+                world_to_cam = synthetic.look_at_camera(yaw, 0.0, 1.0, target)
+                with torch.no_grad():
+                    fragments = rasterize_mesh(vertices, head.faces, K, torch.as_tensor(world_to_cam), size, size)
+                if albedo is not None:
+                    view = synthetic.render_head(head, shape, rest, albedo, K.numpy(), world_to_cam, size, light,
+                                                 background)
+                    rgb = view.rgb[0]
+                else:
+                    rgb = _shaded(head, vertices, fragments, world_to_cam, light, background)
+                image = (rgb.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+                yield np.ascontiguousarray(image), fragments
 
 
 def _shaded(head, vertices, fragments, world_to_cam, light, background) -> torch.Tensor:
