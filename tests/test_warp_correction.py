@@ -267,8 +267,11 @@ def test_wide_hair_moves_whole_and_keeps_its_shape():
     assert frames[0, 1][beyond].mean() < 0.1  # and did not smear past it
 
 
-def test_moving_foreground_stops_at_the_chin_and_leaves_the_collar():
-    from onehead.pipelines.reenactment import moving_foreground
+def test_split_foreground_moves_down_to_the_chin_and_leaves_the_collar():
+    from onehead.pipelines.reenactment import split_foreground
+
+    def moving_foreground(reference, **kw):
+        return split_foreground(reference, **kw)[0]
 
     landmarks = np.full((1, 68, 2), 60.0)  # chin (8) at row 60, nose tip (30) at (50, 40)
     landmarks[0, 30] = (50, 40)
@@ -316,6 +319,59 @@ def test_beside_the_head_splits_off_another_face_but_keeps_wide_hair():
     assert claimed[other].mean() > 0.95  # the other face is split off
     assert not claimed[head].any()  # none of the head and its hair
     assert not beside_the_head(head, landmarks).any()  # a head alone keeps everything
+
+
+def test_the_plate_behind_a_moved_head_takes_nothing_from_a_person_who_stays():
+    """A neighbour (white) stands left of the head and its hair, which move 6 pixels right: what
+    they leave is filled with the backdrop (blue), not with the neighbour mirrored in; the
+    neighbour stays where it was."""
+    image, warp, person, _ = _translated_head()
+    neighbour = torch.zeros(1, 1, 64, 64)
+    neighbour[..., 24:41, 6:14] = 1  # touching the hair's left edge (column 14)
+    image = torch.where(neighbour > 0, torch.tensor(0.9), image)
+    vacated = (person > 0) & (torch.roll(person, 6, dims=-1) == 0) & (neighbour == 0)
+    without = fill_warp(image, warp, foreground=person)
+    with_staying = fill_warp(image, warp, foreground=person, staying=neighbour)
+    assert float(without[:, 0:1][vacated].max()) > 0.5  # mirrored in, the neighbour shows twice
+    assert float(with_staying[:, 0:1][vacated].max()) < 0.2  # the backdrop only
+    # the neighbour stays (but for the 2-pixel margin that goes with the hair's soft edge)
+    torch.testing.assert_close(with_staying[:, :, 24:41, 6:11], image[:, :, 24:41, 6:11], atol=1 / 255, rtol=0)
+
+
+def test_split_foreground_leaves_another_person_beside_the_head_and_the_torso_below():
+    from onehead.pipelines.reenactment import split_foreground
+
+    size, eyes = 200, 40.0
+    landmarks = _face_landmarks(80, 100, eyes)  # the chin (point 8) at row 144
+    rows, columns = np.mgrid[:size, :size]
+    head = (columns - 80) ** 2 + (rows - 95) ** 2 < 55 ** 2
+    other = (columns - 165) ** 2 + (rows - 90) ** 2 < 28 ** 2  # another face, joined by a 12-pixel neck
+    bridge = (np.abs(rows - 90) < 6) & (columns > 120) & (columns < 145)
+    apart = (columns - 25) ** 2 + (rows - 25) ** 2 < 12 ** 2  # a third, not touching the head
+    torso = rows >= 150
+    person = (head | other | bridge | apart | torso).astype(np.float32)
+    moving, staying = split_foreground(SimpleNamespace(foreground=person, tracking=SimpleNamespace(landmarks68=landmarks[None])))
+    assert staying.dtype == bool and moving.shape == staying.shape == (size, size)
+    assert staying[other].mean() > 0.95 and staying[apart].all()  # the others stay
+    assert not staying[head & (rows < 120)].any() and moving[head & (rows < 120)].min() == 1  # the head moves
+    assert not staying[torso].any() and moving[torso].max() == 0  # the torso stays, and is mirrored as ever
+    assert not (staying & (moving > 0)).any()
+
+
+def test_fill_mirrored_never_mirrors_in_what_it_avoids():
+    """A hole beside another person's face (red): reflected about the edge they share, the face
+    would show in the hole; avoided, the hole takes the backdrop and the face stays as it was."""
+    image = np.full((64, 64, 3), 200, np.uint8)
+    image[20:44, 40:56] = (220, 40, 40)  # the neighbour, right of the hole
+    rows, cols = np.mgrid[:64, :64]
+    hole = (rows - 32) ** 2 + (cols - 28) ** 2 < 12 ** 2  # columns 17 to 39
+    neighbour = np.zeros((64, 64), bool)
+    neighbour[20:44, 40:56] = True
+    plain = fill_mirrored(image, hole, soften=0)
+    assert (plain[hole][:, 1] < 100).any()  # without `avoid` some of the face is mirrored in
+    filled = fill_mirrored(image, hole, soften=0, avoid=neighbour)
+    assert filled[hole].min() == 200 and filled[hole].max() == 200  # the backdrop only
+    assert np.array_equal(filled[~hole], image[~hole])  # the face itself is not touched
 
 
 def test_carry_foreground_marks_what_moved():

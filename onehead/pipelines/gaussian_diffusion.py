@@ -134,14 +134,15 @@ class GaussianDiffusionAnimator(Animator):
 
     def reference_inputs(self, reference) -> ReferenceInputs:
         """A prepared Reference -> its image (1, 3, S, S) in [0, 1], parameters and camera on the model's device."""
-        from onehead.pipelines.reenactment import moving_foreground
+        from onehead.pipelines.reenactment import split_foreground
 
         image = torch.as_tensor(reference.image, device=self.device).permute(2, 0, 1).float()[None] / 255
         params, K, world_to_cam = self.motion_inputs(reference)
-        foreground = moving_foreground(reference)  # hair and hat, not the torso
-        if foreground is not None:
-            foreground = torch.as_tensor(foreground, device=self.device).float()[None, None]
-        return ReferenceInputs(image, params, K, world_to_cam, foreground)
+        parts = split_foreground(reference)  # hair and hat move, not the torso nor other people
+        if parts is None:
+            return ReferenceInputs(image, params, K, world_to_cam)
+        foreground, staying = (torch.as_tensor(part, device=self.device).float()[None, None] for part in parts)
+        return ReferenceInputs(image, params, K, world_to_cam, foreground, staying)
 
     def motion_inputs(self, motion) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """Head-model parameters (T, ...), K and world_to_cam of a Motion (or Reference) on the model's device."""

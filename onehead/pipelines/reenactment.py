@@ -76,13 +76,17 @@ def prepare_reference(reference, head, size: int, reference_tracking=None, progr
     return Reference(crop, crop_tracking(tracking, affine[None], size), mask)
 
 
-def moving_foreground(reference: Reference, fade: float = 0.1) -> np.ndarray | None:
-    """The part of the reference's person mask that moves with the head (hair, a hat). Above
-    `fade` of the image height over the chin: the piece of the mask that holds the nose tip, less
-    what joins it beside the head (`beside_the_head`: another face, a raised shoulder).
-    Below that, fading out to the chin: only what lies under the lower jaw (jaw points 3-13: the
-    neck). So the collar and the torso stay, also where a collar rises beside the chin. None when
-    the reference has no mask."""
+def split_foreground(reference: Reference, fade: float = 0.1) -> tuple[np.ndarray, np.ndarray] | None:
+    """The reference's person mask split in two, (S, S) each: (what moves with the head, in [0, 1];
+    what stays beside it, bool). None when the reference has no mask.
+
+    What moves (hair, a hat): above `fade` of the image height over the chin, the piece of the mask
+    that holds the nose tip, less what joins it beside the head (`beside_the_head`: another face,
+    a raised shoulder). Below that, fading out to the chin: only what lies under the lower jaw
+    (jaw points 3-13: the neck). So the collar and the torso stay, also where a collar rises
+    beside the chin. What stays beside the head (other people, a raised shoulder, a collar's rim):
+    the rest of the mask above that line; it is never mirrored into the plate behind the moved
+    head (`fill_warp`'s `staying`)."""
     from scipy import ndimage
 
     if reference.foreground is None:
@@ -97,12 +101,13 @@ def moving_foreground(reference: Reference, fade: float = 0.1) -> np.ndarray | N
     pieces, _ = ndimage.label(ndimage.binary_erosion(core, iterations=thin), structure=np.ones((3, 3)))
     x, y = np.clip(np.round(landmarks[30]).astype(int), 0, size - 1)
     if pieces[y, x] == 0:  # the mask misses the face: keep it all
-        return moving
+        return moving, np.zeros_like(core)
     keep = ndimage.binary_dilation(pieces == pieces[y, x], iterations=thin) & core
     keep &= ~beside_the_head(keep, landmarks)  # another face, a raised shoulder: they stay
     jaw, columns = landmarks[3:14, 0], np.arange(size)[None, :]
     under_jaw = (weight < 1) & (columns >= jaw.min()) & (columns <= jaw.max())
-    return moving * ndimage.binary_dilation(keep | under_jaw, iterations=2)  # with its soft edge
+    carried = ndimage.binary_dilation(keep | under_jaw, iterations=2)  # with its soft edge
+    return moving * carried, core & ~carried
 
 
 def beside_the_head(person: np.ndarray, landmarks68: np.ndarray, reach: float = 0.5,

@@ -83,7 +83,8 @@ INNER_LIPS = slice(60, 68)  # iBUG-68 inner lip contour
 
 def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
               foreground: torch.Tensor | None = None, mouth: torch.Tensor | None = None,
-              mouth_colours: torch.Tensor | None = None, carry=None) -> torch.Tensor:
+              mouth_colours: torch.Tensor | None = None, carry=None,
+              staying: torch.Tensor | None = None) -> torch.Tensor:
     """The whole frames (N, 3, H, W) in [0, 1] of a warp of `reference` (1 or N, 3, H, W) in [0, 1]:
     outside the head, the reference with its own head region inpainted; on the head, the warped
     reference, with the pixels the reference does not see inpainted and a moved silhouette's edge
@@ -99,7 +100,10 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     reference does not show is the dark MOUTH_INTERIOR, not lip colour inpainted inward, or
     mouth_colours (N, 3, H, W) in [0, 1] where given (`mouth_interior`: the reference's own).
 
-    carry: what `carry_foreground(reference, warp, foreground)` returned, when the caller has it."""
+    carry: what `carry_foreground(reference, warp, foreground)` returned, when the caller has it.
+    staying (1 or N, 1, H, W) in {0, 1}: what of the person mask stays beside the head (another
+    person, a raised shoulder): never mirrored into the plate, where a neighbour's face would show
+    beside the moved head."""
     references = frames_to_uint8(reference)
     reference_moving = warp.reference_covered
     if foreground is not None:
@@ -118,16 +122,19 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     moved_px = ((warp.grid - identity) * scale).norm(dim=-1).cpu().numpy()
     # the plate behind what moves: Telea for the head alone; for head and hair, what lies around
     # them mirrored in (the backdrop above and beside the head, the torso beside the neck)
-    if foreground is None:
-        fill = lambda image, hole: _inpaint(image, hole, inpaint_radius)  # noqa: E731
-    else:
-        fill = fill_mirrored
-    shared = len(references) == 1 and len(reference_moving) == 1  # one plate, filled once
-    background = fill(references[0], reference_moving[0]) if shared else None
+    avoid = None if staying is None else staying[:, 0].cpu().numpy() > 0.5
+
+    def plate(i):  # the reference with what moves taken out and filled in
+        reference_i, hole = references[min(i, len(references) - 1)], reference_moving[min(i, len(reference_moving) - 1)]
+        if foreground is None:
+            return _inpaint(reference_i, hole, inpaint_radius)
+        return fill_mirrored(reference_i, hole, avoid=None if avoid is None else avoid[min(i, len(avoid) - 1)])
+
+    shared = len(references) == 1 and len(reference_moving) == 1 and (avoid is None or len(avoid) == 1)
+    background = plate(0) if shared else None  # one plate, filled once
     out = []
     for i in range(len(warped)):
-        r = 0 if len(references) == 1 else i
-        frame = (background if shared else fill(references[r], reference_moving[min(i, len(reference_moving) - 1)])).copy()
+        frame = (background if shared else plate(i)).copy()
         if foreground is not None:
             carried_alpha[i] = without_specks(carried_alpha[i], covered[i])
             frame = _over(frame, carried_colours[i], soft_edge(carried_soft[i], carried_alpha[i]))
@@ -355,7 +362,7 @@ def _spread(mask: torch.Tensor, values: torch.Tensor | None, reach: float, low: 
     return weight, F.interpolate(spread, size=size, mode="bilinear", align_corners=False)
 
 
-def fill_mirrored(image: np.ndarray, hole: np.ndarray, soften: float = 1.5) -> np.ndarray:
+def fill_mirrored(image: np.ndarray, hole: np.ndarray, soften: float = 1.5, avoid: np.ndarray | None = None) -> np.ndarray:
     """Fill a hole of a uint8 (H, W, 3) image with what lies around it mirrored in, so a backdrop's
     texture (curtain folds, a window frame) goes on behind where a head was, where a smooth fill
     leaves a pale blob. Each hole pixel takes, in this order of preference:
@@ -369,12 +376,18 @@ def fill_mirrored(image: np.ndarray, hole: np.ndarray, soften: float = 1.5) -> n
     4. the smooth push-pull fill (`_fill_smooth`), where every reflection leaves the image or lands
        in the hole.
 
-    The fill is softened by a Gaussian of `soften` pixels (the seams where the source jumps)."""
+    The fill is softened by a Gaussian of `soften` pixels (the seams where the source jumps).
+    `avoid` (H, W, bool): what is never mirrored in (another person beside the head): the fill
+    treats it as part of the hole and writes only the hole."""
     import cv2
     from scipy.ndimage import distance_transform_edt
 
     if not hole.any():
         return image.copy()
+    if avoid is not None and (avoid & ~hole).any():
+        out = image.copy()
+        out[hole] = fill_mirrored(image, hole | avoid, soften)[hole]
+        return out
     height, width = hole.shape
     rows, columns = np.mgrid[:height, :width]
 

@@ -284,7 +284,7 @@ class GaussianDiffusionModel(nn.Module):
                     (_, landed), left = carry
                     moved = torch.maximum(landed, left.expand_as(landed))
                 parts.append(WarpBase(fill_warp(image, warp, foreground=ref.foreground, mouth=mouth,
-                                                mouth_colours=inside, carry=carry),
+                                                mouth_colours=inside, carry=carry, staying=ref.staying),
                                       warp.visible, warp.covered, shared, moved))
         reference_covered = (parts[0].reference_covered if reference.image.shape[0] == 1
                              else torch.cat([b.reference_covered for b in parts]))
@@ -371,21 +371,23 @@ class ReferenceInputs:
     params: dict  # head-model parameters, each (1 or N, ...)
     K: torch.Tensor  # (1 or N, 3, 3)
     world_to_cam: torch.Tensor  # (1 or N, 4, 4)
-    foreground: torch.Tensor | None = None  # (1 or N, 1, H, W) the person in a photo (Reference.foreground)
+    foreground: torch.Tensor | None = None  # (1 or N, 1, H, W) what of a photo moves with the head
+    staying: torch.Tensor | None = None  # (1 or N, 1, H, W) what of the person stays beside it (split_foreground)
 
     def rows(self, rows: slice) -> "ReferenceInputs":
         if self.image.shape[0] == 1:
             return self
         return ReferenceInputs(self.image[rows], {k: v[rows] for k, v in self.params.items()},
                                self.K[rows], self.world_to_cam[rows],
-                               None if self.foreground is None else self.foreground[rows])
+                               None if self.foreground is None else self.foreground[rows],
+                               None if self.staying is None else self.staying[rows])
 
     def repeat(self, times: int) -> "ReferenceInputs":
         """Each row repeated `times` times (one per frame of its clip)."""
         def rep(x):
             return None if x is None else x.repeat_interleave(times, 0)
         return ReferenceInputs(rep(self.image), {k: rep(v) for k, v in self.params.items()}, rep(self.K),
-                               rep(self.world_to_cam), rep(self.foreground))
+                               rep(self.world_to_cam), rep(self.foreground), rep(self.staying))
 
 
 @contextlib.contextmanager
