@@ -487,6 +487,37 @@ def test_an_open_reference_mouth_lends_its_own_interior():
     torch.testing.assert_close(mouth_interior_colours(reference, closed, moved)[0, :, 38, 36], dark)
 
 
+def test_upper_teeth_stay_under_the_upper_lip_and_lower_teeth_drop_with_the_jaw():
+    """The reference's mouth is open with white upper and grey lower teeth; the output opens 8 px
+    wider by its lower lip: the white stays under the upper lip, the grey moves down with the lower
+    lip, and the new gap between them is the dark MOUTH_INTERIOR. A mouth that opens less than the
+    reference's moves in one piece."""
+    from onehead.render.warp import mouth_interior_colours
+
+    lips = torch.zeros(1, 68, 2)
+    lips[0, 60:68] = torch.tensor([[20, 34], [25, 30], [30, 29], [35, 30], [40, 34], [35, 39], [30, 40], [25, 39]],
+                                  dtype=torch.float32)
+    reference = torch.zeros(1, 3, 64, 64)
+    reference[..., 28:34, 18:42] = 1.0  # upper teeth
+    reference[..., 35:42, 18:42] = 0.5  # lower teeth
+    opened = lips.clone()
+    opened[0, 65:68, 1] += 8  # the lower lip drops
+    colours = mouth_interior_colours(reference, lips, opened)[0]
+    assert colours[:, 29:34, 30].min() > 0.95  # upper teeth where they were
+    torch.testing.assert_close(colours[:, 40:46, 30], torch.full((3, 6), 0.5))  # lower teeth lower down
+    dark = torch.tensor(MOUTH_INTERIOR, dtype=torch.float32) / 255
+    gap = (colours[:, 35:40, 30] - dark[:, None]).abs().amax(0)
+    assert float(gap.min()) < 0.02  # between them: the dark gap
+    in_one_piece = mouth_interior_colours(reference, lips, opened, split_from=10.0)[0]
+    assert float((in_one_piece[:, 35:46, 30] - colours[:, 35:46, 30]).abs().max()) > 0.3  # the parting opens it
+    whole = mouth_interior_colours(reference, lips, lips)[0]  # at rest: the reference's own, no seam
+    torch.testing.assert_close(whole[:, 30:40, 30], reference[0, :, 30:40, 30], atol=0.02, rtol=0)
+    narrower = lips.clone()
+    narrower[0, 65:68, 1] -= 2  # opened less than the reference: one move, as without the parting
+    torch.testing.assert_close(mouth_interior_colours(reference, lips, narrower),
+                               mouth_interior_colours(reference, lips, narrower, split_from=10.0))
+
+
 def test_fill_smooth_fills_from_the_surroundings():
     image = np.zeros((40, 40, 3), np.uint8)
     image[:, :20] = 50

@@ -223,12 +223,19 @@ def mouth_mask(landmarks68: torch.Tensor, height: int, width: int, soften: float
 
 
 def mouth_interior_colours(reference: torch.Tensor, reference_lips: torch.Tensor, lips: torch.Tensor,
-                           open_ratio: float = 0.08) -> torch.Tensor:
+                           open_ratio: float = 0.08, split_from: float = 1.0, split_over: float = 0.5) -> torch.Tensor:
     """What fills the unseen inside of each output's mouth, (N, 3, H, W) in [0, 1]: the reference's
     own mouth interior (its teeth, when its mouth is open), moved by the similarity that maps its
     inner lips onto the output's, and MOUTH_INTERIOR where that does not reach or where the
     reference's mouth is closed (the area inside its inner lips under `open_ratio` of the squared
     mouth width; the astronaut's smile with teeth is 0.14, Grace Hopper's closed mouth 0.04).
+
+    Where the output's mouth opens wider than `split_from` times the reference's, the interior
+    parts: its upper half goes with the upper inner lip and its lower half with the lower (each by
+    the similarity of its half of the contour), so the upper teeth stay under the upper lip, the
+    lower teeth drop with the jaw and the dark opens between them. The parting grows in over
+    `split_over` (in the same ratio) from one move to two, so a mouth opened as wide as the
+    reference's or less, the most common case, moves in one piece and shows no seam.
     reference (1 or N, 3, H, W); reference_lips (1 or N, 68, 2) and lips (N, 68, 2), iBUG-68 pixels."""
     import cv2
 
@@ -240,16 +247,53 @@ def mouth_interior_colours(reference: torch.Tensor, reference_lips: torch.Tensor
     out = []
     for i, points in enumerate(lips[:, INNER_LIPS].detach().cpu().numpy().astype(np.float32)):
         r = min(i, len(own) - 1)
+        source = sources[min(i, len(sources) - 1)]
         colours = dark
-        if _opening(own_points[r]) >= open_ratio and np.isfinite(points).all():
-            scale, rotation, shift = similarity_transform(own_points[r], points)
-            move = np.concatenate([scale * rotation, shift[:, None]], 1).astype(np.float32)
-            moved = cv2.warpAffine(sources[min(i, len(sources) - 1)], move, (width, height),
-                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            alpha = cv2.warpAffine(own[r], move, (width, height), flags=cv2.INTER_LINEAR)[..., None]
-            colours = moved * alpha + dark * (1 - alpha)
+        opening = _opening(own_points[r])
+        if opening >= open_ratio and np.isfinite(points).all():
+            whole = _similarity_matrix(own_points[r], points)
+            parting = float(np.clip((_opening(points) / opening - split_from) / split_over, 0, 1))
+            pieces = [(own[r], whole)]
+            if parting > 0:
+                pieces = [(half, (1 - parting) * whole + parting * _similarity_matrix(own_points[r][lip], points[lip]))
+                          for half, lip in zip(_mouth_halves(own_points[r], height, width),
+                                               (UPPER_INNER_LIP, LOWER_INNER_LIP))]
+            colours = dark.copy()
+            for mask, move in pieces:
+                moved = cv2.warpAffine(source, move, (width, height), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE)
+                alpha = cv2.warpAffine(mask, move, (width, height), flags=cv2.INTER_LINEAR)[..., None]
+                colours = moved * alpha + colours * (1 - alpha)
         out.append(np.ascontiguousarray(colours))
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float()
+
+
+UPPER_INNER_LIP = [0, 1, 2, 3, 4]  # of the inner-lip contour (iBUG 60-64): the corners and the upper lip
+LOWER_INNER_LIP = [4, 5, 6, 7, 0]  # iBUG 64-67 and 60: the corners and the lower lip
+
+
+def _similarity_matrix(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(2, 3) float32: the similarity that maps points (K, 2) `source` onto `target`."""
+    scale, rotation, shift = similarity_transform(source, target)
+    return np.concatenate([scale * rotation, shift[:, None]], 1).astype(np.float32)
+
+
+def _mouth_halves(inner_lips: np.ndarray, height: int, width: int,
+                  overlap: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """The inside of an inner-lip contour (8, 2) split at the line halfway between the upper and
+    the lower lip: (upper, lower) float masks (H, W), each reaching `overlap` of the mouth's height
+    past that line, so the two meet without a gap."""
+    import cv2
+
+    top, bottom = inner_lips[[1, 2, 3]], inner_lips[[7, 6, 5]]  # 61-63 and the lower points below them
+    upper = np.concatenate([inner_lips[:5], (top + (0.5 + overlap / 2) * (bottom - top))[::-1]])
+    lower = np.concatenate([inner_lips[[0]], top + (0.5 - overlap / 2) * (bottom - top), inner_lips[4:]])
+    masks = []
+    for polygon in (upper, lower):
+        mask = np.zeros((height, width), np.float32)
+        cv2.fillPoly(mask, [np.round(polygon * 4).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
+        masks.append(mask)
+    return masks[0], masks[1]
 
 
 def _opening(inner_lips: np.ndarray) -> float:
