@@ -350,7 +350,8 @@ def test_split_foreground_leaves_another_person_beside_the_head_and_the_torso_be
     apart = (columns - 25) ** 2 + (rows - 25) ** 2 < 12 ** 2  # a third, not touching the head
     torso = rows >= 150
     person = (head | other | bridge | apart | torso).astype(np.float32)
-    moving, staying = split_foreground(SimpleNamespace(foreground=person, tracking=SimpleNamespace(landmarks68=landmarks[None])))
+    reference = SimpleNamespace(foreground=person, tracking=SimpleNamespace(landmarks68=landmarks[None]))
+    moving, staying = split_foreground(reference)
     assert staying.dtype == bool and moving.shape == staying.shape == (size, size)
     assert staying[other].mean() > 0.95 and staying[apart].all()  # the others stay
     assert not staying[head & (rows < 120)].any() and moving[head & (rows < 120)].min() == 1  # the head moves

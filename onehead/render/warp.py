@@ -124,11 +124,11 @@ def fill_warp(reference: torch.Tensor, warp: Warp, inpaint_radius: int = 3,
     # them mirrored in (the backdrop above and beside the head, the torso beside the neck)
     avoid = None if staying is None else staying[:, 0].cpu().numpy() > 0.5
 
-    def plate(i):  # the reference with what moves taken out and filled in
-        reference_i, hole = references[min(i, len(references) - 1)], reference_moving[min(i, len(reference_moving) - 1)]
+    def plate(i):  # frame i's reference with what moves taken out and filled in
+        image, hole = references[min(i, len(references) - 1)], reference_moving[min(i, len(reference_moving) - 1)]
         if foreground is None:
-            return _inpaint(reference_i, hole, inpaint_radius)
-        return fill_mirrored(reference_i, hole, avoid=None if avoid is None else avoid[min(i, len(avoid) - 1)])
+            return _inpaint(image, hole, inpaint_radius)
+        return fill_mirrored(image, hole, avoid=None if avoid is None else avoid[min(i, len(avoid) - 1)])
 
     shared = len(references) == 1 and len(reference_moving) == 1 and (avoid is None or len(avoid) == 1)
     background = plate(0) if shared else None  # one plate, filled once
@@ -406,7 +406,8 @@ def _spread(mask: torch.Tensor, values: torch.Tensor | None, reach: float, low: 
     return weight, F.interpolate(spread, size=size, mode="bilinear", align_corners=False)
 
 
-def fill_mirrored(image: np.ndarray, hole: np.ndarray, soften: float = 1.5, avoid: np.ndarray | None = None) -> np.ndarray:
+def fill_mirrored(image: np.ndarray, hole: np.ndarray, soften: float = 1.5,
+                  avoid: np.ndarray | None = None) -> np.ndarray:
     """Fill a hole of a uint8 (H, W, 3) image with what lies around it mirrored in, so a backdrop's
     texture (curtain folds, a window frame) goes on behind where a head was, where a smooth fill
     leaves a pale blob. Each hole pixel takes, in this order of preference:
