@@ -584,10 +584,11 @@ def test_without_specks_drops_loose_wisps_only():
     carried = np.zeros_like(head)
     carried[18:42, 40:44] = True  # hair against the head
     carried[5, 5] = carried[6, 6] = True  # a wisp on its own
+    carried[8:17, 50:52] = True  # a strand torn off beside the head (18 pixels, under 0.5% of the image)
     carried[50:60, 50:60] = True  # a large piece on its own (a hat brim): kept
     kept = without_specks(carried, head)
     assert kept[30, 41] and kept[55, 55]
-    assert not kept[5, 5] and not kept[6, 6]
+    assert not kept[5, 5] and not kept[6, 6] and not kept[8:17, 50:52].any()
     assert not (kept & ~carried).any()
 
 

@@ -184,10 +184,11 @@ def antialiased(covered: np.ndarray, continued: np.ndarray | bool = False,
     return covered * (1 - 0.5 * share * np.clip(moved, 0, 1))
 
 
-def without_specks(carried: np.ndarray, head: np.ndarray, smallest: float = 0.001) -> np.ndarray:
+def without_specks(carried: np.ndarray, head: np.ndarray, smallest: float = 0.005) -> np.ndarray:
     """(H, W) bool: the carried foreground less its loose specks, the pieces that touch neither the
-    head nor anything larger than `smallest` of the image (stray wisps of a soft hair mask, which
-    would float beside the moved head)."""
+    head nor anything larger than `smallest` of the image: stray wisps of a soft hair mask, and
+    strands torn off where the carried hair's motion parts from the head's, which would float
+    beside the moved head."""
     import cv2
 
     count, labels, stats, _ = cv2.connectedComponentsWithStats((carried | head).astype(np.uint8), connectivity=8)
