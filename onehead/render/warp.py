@@ -245,6 +245,7 @@ def mouth_interior_colours(reference: torch.Tensor, reference_lips: torch.Tensor
     own = mouth_mask(reference_lips, height, width, soften=0)[:, 0].numpy()
     sources = reference.permute(0, 2, 3, 1).detach().cpu().numpy().astype(np.float32)
     own_points = reference_lips[:, INNER_LIPS].detach().cpu().numpy().astype(np.float32)
+    halves = {}  # each reference's two half-masks, drawn once when a frame first parts its mouth
     out = []
     for i, points in enumerate(lips[:, INNER_LIPS].detach().cpu().numpy().astype(np.float32)):
         r = min(i, len(own) - 1)
@@ -256,9 +257,10 @@ def mouth_interior_colours(reference: torch.Tensor, reference_lips: torch.Tensor
             parting = float(np.clip((_opening(points) / opening - split_from) / split_over, 0, 1))
             pieces = [(own[r], whole)]
             if parting > 0:
+                if r not in halves:
+                    halves[r] = _mouth_halves(own_points[r], height, width)
                 pieces = [(half, (1 - parting) * whole + parting * _similarity_matrix(own_points[r][lip], points[lip]))
-                          for half, lip in zip(_mouth_halves(own_points[r], height, width),
-                                               (UPPER_INNER_LIP, LOWER_INNER_LIP))]
+                          for half, lip in zip(halves[r], (UPPER_INNER_LIP, LOWER_INNER_LIP))]
             colours = dark.copy()
             for mask, move in pieces:
                 moved = cv2.warpAffine(source, move, (width, height), flags=cv2.INTER_LINEAR,
